@@ -1,0 +1,55 @@
+# Set-up and daily commands. `make run` and `make test` do everything on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+HOST ?= 127.0.0.1
+VAR := var
+export LLMPROXY_VAR_DIR ?= $(CURDIR)/$(VAR)
+
+.PHONY: run test lint bench venv secrets browser clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Local secrets for `make run`, generated once and kept in var/ (git-ignored).
+$(VAR)/secret_key:
+	mkdir -p $(VAR)
+	$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+	chmod 600 $@
+
+$(VAR)/encryption_key: $(VENV)/.installed
+	mkdir -p $(VAR)
+	$(PY) -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())" > $@
+	chmod 600 $@
+
+secrets: $(VAR)/secret_key $(VAR)/encryption_key
+
+run: venv secrets
+	SECRET_KEY_FILE=$${SECRET_KEY_FILE:-$(VAR)/secret_key} \
+	LLMPROXY_ENCRYPTION_KEY_FILE=$${LLMPROXY_ENCRYPTION_KEY_FILE:-$(VAR)/encryption_key} \
+	sh -c '$(PY) manage.py migrate --noinput -v0 && \
+	       $(PY) manage.py bootstrap_demo $${CONFIG:+--config "$$CONFIG"} && \
+	       exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) llmproxy.asgi:application'
+
+# Headless Chromium for the admin end-to-end tests, from Debian's packages.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
+
+test: venv browser
+	$(PY) manage.py makemigrations --check --dry-run --settings=llmproxy.settings_test >/dev/null
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) $(VAR)

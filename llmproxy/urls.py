@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import path
+
+from llmproxy import ops_views
+
+urlpatterns = [
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,134 @@
+import os
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+
+from providers import crypto
+
+env_var_validator = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "Not an environment variable name.")
+
+
+class ProviderQuerySet(models.QuerySet):
+    def visible_to(self, tenant):
+        """The tenant's own providers and the shared ones."""
+        return self.filter(models.Q(tenant=tenant) | models.Q(tenant__isnull=True))
+
+
+class Provider(models.Model):
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        AZURE = "azure", "Azure OpenAI"
+        ANTHROPIC = "anthropic", "Anthropic"
+        OLLAMA = "ollama", "Ollama"
+        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
+        MOCK = "mock", "Mock (built in, no network)"
+
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    base_url = models.URLField(max_length=500, blank=True)
+    api_key_env = models.CharField(
+        max_length=100, blank=True, validators=[env_var_validator],
+        help_text="Environment variable of the proxy process holding the credential.",
+    )
+    encrypted_api_key = models.TextField(blank=True, editable=False)
+    api_version = models.CharField(max_length=40, blank=True, help_text="Azure OpenAI api-version.")
+    extra_headers = models.JSONField(default=dict, blank=True)
+    timeout_seconds = models.FloatField(
+        default=60.0, validators=[MinValueValidator(0.1)],
+        help_text="Bounds one attempt: to the last byte of a plain answer, the first byte of a stream.",
+    )
+    connect_timeout_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
+    options = models.JSONField(
+        default=dict, blank=True,
+        help_text="Kind-specific options, e.g. for mock: latency_ms, chunks, chunk_delay_ms, fail_status.",
+    )
+    is_active = models.BooleanField(default=True)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="providers",
+        help_text="Empty: shared by all tenants.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProviderQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="provider_name_unique_per_tenant"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(tenant__isnull=True), name="provider_name_unique_shared"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.tenant or 'shared'})"
+
+    def clean(self):
+        if self.kind != self.Kind.MOCK and not self.base_url:
+            raise ValidationError({"base_url": "A base URL is required for this kind."})
+        if not isinstance(self.extra_headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.extra_headers.items()
+        ):
+            raise ValidationError({"extra_headers": "Give an object of header name to string value."})
+        if not isinstance(self.options, dict):
+            raise ValidationError({"options": "Give an object."})
+
+    def set_api_key(self, plain):
+        self.encrypted_api_key = crypto.encrypt(plain) if plain else ""
+
+    def get_api_key(self):
+        """The credential, read when a request is sent (env var wins over stored)."""
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env, "")
+        if self.encrypted_api_key:
+            return crypto.decrypt(self.encrypted_api_key)
+        return ""
+
+
+class ModelRouteQuerySet(models.QuerySet):
+    def visible_to(self, tenant):
+        return self.filter(models.Q(tenant=tenant) | models.Q(tenant__isnull=True))
+
+    def usable(self):
+        return self.filter(is_active=True, provider__is_active=True)
+
+
+class ModelRoute(models.Model):
+    model = models.CharField(max_length=200, help_text="Public model name clients ask for.")
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="routes")
+    upstream_model = models.CharField(max_length=200)
+    priority = models.PositiveIntegerField(default=0, help_text="Lower is tried first.")
+    weight = models.PositiveIntegerField(default=1, help_text="Share of traffic among equal priorities.")
+    input_price = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal(0), validators=[MinValueValidator(Decimal(0))],
+        help_text="USD per million input tokens.",
+    )
+    output_price = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal(0), validators=[MinValueValidator(Decimal(0))],
+        help_text="USD per million output tokens.",
+    )
+    is_active = models.BooleanField(default=True)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="model_routes",
+        help_text="Empty: shared by all tenants.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ModelRouteQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["model", "priority", "-weight"]
+        indexes = [models.Index(fields=["model", "tenant"])]
+
+    def __str__(self):
+        return f"{self.model} -> {self.provider.name}:{self.upstream_model}"
+
+    def clean(self):
+        if self.tenant_id and self.provider_id and self.provider.tenant_id not in (None, self.tenant_id):
+            raise ValidationError({"provider": "This provider belongs to another tenant."})
+        if not self.tenant_id and self.provider_id and self.provider.tenant_id:
+            raise ValidationError({"provider": "A shared route needs a shared provider."})
