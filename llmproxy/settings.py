@@ -117,6 +117,7 @@ try:
 except environ.ImproperlyConfigured as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from exc
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
     # Several processes (make run, commands, tests) may share the file: wait
     # for a lock instead of failing with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update(

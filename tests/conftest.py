@@ -34,3 +34,56 @@ def acme_user(acme):
 @pytest.fixture
 def globex_admin(globex):
     return User.objects.create_user("charlie", password="pw-charlie-123", role=User.Role.TENANT_ADMIN, tenant=globex)
+
+
+# --- end-to-end: real Daphne and a real upstream server ----------------------------
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import httpx  # noqa: E402
+
+from tests import servers  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def mock_upstream():
+    process, base = servers.start_mock_upstream(ARTIFACTS / "logs")
+    yield base
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy_server(django_db_setup, django_db_blocker, mock_upstream):
+    """A Daphne process serving the proxy on the test database."""
+    with django_db_blocker.unblock():
+        process, base = servers.start_daphne(ARTIFACTS / "logs")
+    process.base_url = base
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def upstream(mock_upstream):
+    """The mock upstream, with its memory of requests and streams cleared."""
+    httpx.delete(f"{mock_upstream}/_mock/requests")
+    return UpstreamProbe(mock_upstream)
+
+
+class UpstreamProbe:
+    def __init__(self, base):
+        self.base = base
+        self.v1 = f"{base}/v1"
+
+    def requests(self):
+        return httpx.get(f"{self.base}/_mock/requests").json()
+
+    def streams(self):
+        return httpx.get(f"{self.base}/_mock/streams").json()
+
+
+@pytest.fixture
+def unique_model():
+    """A public model name no other test uses (the proxy caches routes by tenant)."""
+    return f"m-{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,158 @@
+"""The base of the /v1 consumers: body limits, disconnects, and OpenAI-shaped answers.
+
+Channels' AsyncHttpConsumer dispatches one message at a time, awaiting each
+handler before it reads the next: a stream written from inside ``handle()``
+would never see the client's ``http.disconnect``. So ``__call__`` reads the
+body itself, then runs ``handle()`` as a task beside a disconnect listener
+and cancels it when the client goes away; the cancellation closes the
+upstream request and the handler's ``finally`` still records the usage.
+It also skips the per-message ``close_old_connections`` hop to a thread that
+Channels does: the hot path touches no database connection.
+"""
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+
+from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+
+from llmproxy.gateway.errors import GatewayError
+
+_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class GatewayConsumer(AsyncHttpConsumer):
+    # Anthropic's /v1/messages answers errors in Anthropic's shape.
+    error_shape = "openai"
+    methods = ("POST",)
+
+    async def __call__(self, scope, receive, send):
+        self.scope = scope
+        self.base_send = send
+        self.started_at = time.perf_counter()
+        self.request_headers = {}
+        for name, value in scope.get("headers", ()):
+            self.request_headers[name.decode("latin-1").lower()] = value
+        self.request_id = self._request_id()
+        self.response_started = False
+        try:
+            body = await self._read_body(receive)
+        except BodyTooLarge:
+            await self.send_error(GatewayError(
+                413, f"Request body is larger than {settings.LLMPROXY_MAX_BODY_BYTES} bytes.",
+                code="request_too_large"))
+            return
+        except _ClientGone:
+            return
+        handler = asyncio.ensure_future(self._handle_safely(body))
+        listener = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({handler, listener}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (handler, listener):
+                if not task.done():
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _read_body(self, receive) -> bytes:
+        limit = settings.LLMPROXY_MAX_BODY_BYTES
+        declared = self.request_headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    raise BodyTooLarge
+            except ValueError:
+                pass
+        parts = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            parts.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(parts)
+
+    def _request_id(self) -> str:
+        supplied = self.request_headers.get("x-request-id")
+        if supplied and _REQUEST_ID_RE.match(supplied):
+            return supplied.decode()
+        return "req_" + uuid.uuid4().hex
+
+    async def _handle_safely(self, body):
+        try:
+            if self.scope.get("method") not in self.methods:
+                raise GatewayError(405, f"Method {self.scope.get('method')} is not allowed here.",
+                                   code="method_not_allowed")
+            await self.handle(body)
+        except GatewayError as exc:
+            if not self.response_started:
+                await self.send_error(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            import logging
+
+            logging.getLogger(__name__).exception("unhandled error in %s", type(self).__name__)
+            if not self.response_started:
+                await self.send_error(GatewayError(500, "Internal error in the proxy.", type="server_error"))
+
+    # --- answers -----------------------------------------------------------------
+    def base_headers(self, extra=None) -> list:
+        headers = [(b"x-request-id", self.request_id.encode())]
+        if extra:
+            headers.extend((k.encode(), str(v).encode()) for k, v in extra.items())
+        return headers
+
+    def overhead_header(self, upstream_ms=0.0):
+        overhead = (time.perf_counter() - self.started_at) * 1000 - upstream_ms
+        return (b"x-llmproxy-overhead-ms", f"{max(overhead, 0.0):.2f}".encode())
+
+    async def start_response(self, status, content_type, extra_headers=None, upstream_ms=0.0):
+        headers = self.base_headers(extra_headers)
+        headers.append((b"content-type", content_type))
+        headers.append(self.overhead_header(upstream_ms))
+        self.response_started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def send_json(self, status, payload: bytes, extra_headers=None, upstream_ms=0.0):
+        await self.start_response(status, b"application/json", extra_headers, upstream_ms)
+        await self.send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    async def send_error(self, error: GatewayError, extra_headers=None):
+        headers = dict(extra_headers or {})
+        headers.update(error.headers)
+        body = error.anthropic_body() if self.error_shape == "anthropic" else error.openai_body()
+        await self.send_json(error.status, body, headers)
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _wait_for_disconnect(receive):
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class NotFoundConsumer(GatewayConsumer):
+    methods = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+    async def handle(self, body):
+        raise GatewayError(404, f"Unknown endpoint {self.scope.get('path')}.", code="unknown_url")

@@ -1,0 +1,295 @@
+"""The request path of the proxied endpoints: key, body, model, quota, route, answer, record.
+
+    1. keys:      the key from the per-process cache (keys.lookup)
+    2. body:      decoded and checked (validation)
+    3. model:     allowed for this key and tenant (403), routed for this tenant (404)
+    4. quotas:    one atomic reservation for every applicable limit (429)
+    5. providers: routes tried in order with fallback (providers.router)
+    6. answer:    a plain JSON body, or SSE chunks forwarded as they arrive
+    7. account:   the reservation settled, one usage record buffered, metrics counted
+"""
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import orjson
+from django.conf import settings
+
+from keys.lookup import AuthFailure, KeyRecord, authenticate
+from llmproxy import metrics
+from llmproxy.gateway import sse
+from llmproxy.gateway.consumers import GatewayConsumer
+from llmproxy.gateway.errors import GatewayError, upstream_error_status
+from llmproxy.gateway.metering import Meter
+from llmproxy.gateway.usage import UsageRecord, recorder
+from llmproxy.gateway.validation import VALIDATORS, decode_json
+from providers import routing_table
+from providers.adapters.base import UpstreamError
+from providers.router import AllRoutesFailed, call
+
+logger = logging.getLogger(__name__)
+
+# nginx's convention for "the client closed the connection before the answer ended".
+CLIENT_CLOSED = 499
+
+
+def key_from_headers(headers: dict) -> str | None:
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    for name in ("api-key", "x-api-key"):
+        value = headers.get(name)
+        if value:
+            return value.decode("latin-1").strip()
+    return None
+
+
+class RequestState:
+    """What one request did, for the usage record and the metrics."""
+
+    __slots__ = ("key", "model", "status", "stream", "target", "meter", "error_type", "attempts", "ttfb_ms",
+                 "reservation", "cache_hit")
+
+    def __init__(self):
+        self.key: KeyRecord | None = None
+        self.model = ""
+        self.status = 0
+        self.stream = False
+        self.target = None
+        self.meter: Meter | None = None
+        self.error_type = ""
+        self.attempts = []
+        self.ttfb_ms = None
+        self.reservation = None
+        self.cache_hit = False
+
+
+class AuthenticatedConsumer(GatewayConsumer):
+    async def authenticate(self) -> KeyRecord:
+        try:
+            return await authenticate(key_from_headers(self.request_headers))
+        except AuthFailure as exc:
+            raise GatewayError(401, str(exc), code="invalid_api_key")
+
+
+class ProxyConsumer(AuthenticatedConsumer):
+    endpoint = "chat"
+    streamable = True
+
+    async def handle(self, body):
+        state = RequestState()
+        self.ratelimit_headers = {}
+        try:
+            await self._proxy(body, state)
+        except GatewayError as exc:
+            state.status = exc.status
+            state.error_type = state.error_type or exc.code or exc.type
+            if not self.response_started:
+                await self.send_error(exc, self.ratelimit_headers)
+        except asyncio.CancelledError:
+            state.status = CLIENT_CLOSED
+            state.error_type = "client_disconnected"
+            raise
+        finally:
+            await self._account(state)
+
+    async def _proxy(self, body, state: RequestState):
+        state.key = key = await self.authenticate()
+        payload = decode_json(body)
+        VALIDATORS[self.endpoint](payload)
+        state.model = model = payload["model"]
+        state.stream = stream = self.streamable and payload.get("stream") is True
+        if not key.allows_model(model):
+            raise GatewayError(403, f"This API key may not use the model '{model}'.", param="model",
+                               code="model_not_allowed")
+        targets = await routing_table.routes_for(key.tenant.id, model)
+        if not targets:
+            raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.",
+                               param="model", code="model_not_found")
+        state.meter = Meter(self.endpoint, payload)
+        upstream_body = await self._reserve(key, payload, targets, state)
+        client_wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+        if stream:
+            # Ask for usage even when the client did not; that chunk is removed again below.
+            upstream_body["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
+        try:
+            result = await call(targets, self.endpoint, lambda target: upstream_body, stream=stream)
+        except AllRoutesFailed as failed:
+            state.attempts = [a.as_dict() for a in failed.attempts]
+            raise self._upstream_failure(failed.last)
+        state.target = result.target
+        state.attempts = [a.as_dict() for a in result.attempts]
+        if stream:
+            await self._relay_stream(result, state, client_wants_usage, model)
+        else:
+            await self._relay_answer(result, state, model)
+
+    async def _reserve(self, key: KeyRecord, payload: dict, targets, state) -> dict:
+        """Reserve quota (when limits apply) and return the body to send upstream."""
+        upstream_body = dict(payload)
+        if not key.limits:
+            return upstream_body
+        from quotas import limiter
+
+        requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        ask = limiter.Ask(
+            input_tokens=_count_input(self.endpoint, payload),
+            max_output_tokens=requested or (0 if self.endpoint == "embeddings"
+                                            else settings.LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS),
+            input_price=max(t.input_price for t in targets),
+            output_price=max(t.output_price for t in targets),
+        )
+        try:
+            decision = await limiter.reserve(list(key.limits), ask, redis_down_policy=key.tenant.redis_down_policy)
+        except limiter.LimiterUnavailable:
+            raise GatewayError(503, "Quota service unavailable; try again shortly.", code="quota_unavailable")
+        self.ratelimit_headers = decision.headers
+        if not decision.admitted:
+            denied = decision.denied
+            raise GatewayError(
+                429,
+                f"Quota exceeded: {denied.scope} limit of {denied.limit.normalize():f} {denied.metric} per "
+                f"{denied.period}. Retry after {decision.retry_after}s.",
+                code="quota_exceeded",
+                headers={"retry-after": str(decision.retry_after)},
+            )
+        state.reservation = decision.reservation
+        if self.endpoint != "embeddings" and decision.output_tokens < ask.max_output_tokens:
+            # Cut the answer down so it cannot overspend the tightest limit.
+            field = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+            upstream_body[field] = decision.output_tokens
+        return upstream_body
+
+    def _upstream_failure(self, error: UpstreamError) -> GatewayError:
+        if not error.retryable and 400 <= error.status < 500:
+            # The client's own mistake (400, 404, 422): its status and the upstream's message.
+            return GatewayError(error.status, error.message, code="upstream_rejected_request")
+        status = 504 if error.timeout else upstream_error_status(error.status)
+        return GatewayError(status, error.message, code=error.kind)
+
+    async def _relay_answer(self, result, state, model):
+        answer = result.answer
+        if "model" in answer:
+            answer["model"] = model
+        state.meter.observe_answer(answer)
+        state.status = 200
+        state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
+        await self.send_json(200, orjson.dumps(answer), self.ratelimit_headers, result.upstream_ms)
+
+    async def _relay_stream(self, result, state, client_wants_usage, model):
+        meter = state.meter
+        headers = dict(self.ratelimit_headers)
+        headers["cache-control"] = "no-cache"
+        headers["x-accel-buffering"] = "no"
+        await self.start_response(200, b"text/event-stream", headers, result.upstream_ms)
+        state.status = 200
+        send = self.send
+        first = True
+        try:
+            chunk = result.first_chunk
+            chunks = result.chunks
+            while True:
+                meter.observe_chunk(chunk)
+                if "model" in chunk:
+                    chunk["model"] = model
+                is_usage_only = not chunk.get("choices") and chunk.get("usage") is not None
+                if not is_usage_only or client_wants_usage:
+                    await send({"type": "http.response.body", "body": sse.frame(orjson.dumps(chunk)),
+                                "more_body": True})
+                    if first:
+                        state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
+                        first = False
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+            if client_wants_usage and not meter.usage_seen:
+                await send({"type": "http.response.body", "body": sse.frame(self._usage_chunk(meter, model)),
+                            "more_body": True})
+            await send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
+        except UpstreamError as exc:
+            # Never a truncated stream that looks complete: an error event, and no [DONE].
+            state.error_type = "upstream_stream_error"
+            error = GatewayError(502, exc.message, code="upstream_stream_error")
+            await send({"type": "http.response.body", "body": sse.frame(error.openai_body()),
+                        "more_body": False})
+        finally:
+            await result.chunks.aclose()
+
+    def _usage_chunk(self, meter, model):
+        prompt, completion = meter.finish()
+        return orjson.dumps({"id": "usage", "object": "chat.completion.chunk", "created": int(time.time()),
+                             "model": model, "choices": [],
+                             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                       "total_tokens": prompt + completion}})
+
+    async def _account(self, state: RequestState):
+        key = state.key
+        tenant = key.tenant.slug if key else ""
+        provider = state.target.provider.name if state.target else ""
+        metrics.REQUESTS.labels(tenant, state.model, provider, str(state.status)).inc()
+        if key is None:
+            return
+        input_tokens = output_tokens = 0
+        estimated = False
+        cost = Decimal(0)
+        if state.meter is not None and state.target is not None:
+            input_tokens, output_tokens = state.meter.finish()
+            estimated = state.meter.estimated
+            cost = state.target.cost(input_tokens, output_tokens)
+            metrics.TOKENS.labels(tenant, state.model, "input").inc(input_tokens)
+            metrics.TOKENS.labels(tenant, state.model, "output").inc(output_tokens)
+        if state.reservation is not None:
+            from quotas import limiter
+
+            try:
+                await limiter.settle(state.reservation, input_tokens=input_tokens, output_tokens=output_tokens,
+                                     cost=cost)
+            except Exception:
+                logger.exception("could not settle the quota reservation of %s", self.request_id)
+        recorder.add(UsageRecord(
+            created_at=datetime.now(UTC),
+            request_id=self.request_id,
+            tenant_id=key.tenant.id,
+            api_key_id=key.id,
+            key_prefix=key.prefix,
+            endpoint=self.endpoint,
+            model=state.model,
+            status=state.status,
+            stream=state.stream,
+            provider=provider,
+            upstream_model=state.target.upstream_model if state.target else "",
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            tokens_estimated=estimated,
+            cost=cost,
+            latency_ms=(time.perf_counter() - self.started_at) * 1000,
+            ttfb_ms=state.ttfb_ms,
+            cache_hit=state.cache_hit,
+            error_type=state.error_type,
+            attempts=state.attempts,
+        ))
+
+
+def _count_input(endpoint, payload):
+    from quotas.tokens import count_request_input
+
+    return count_request_input(endpoint, payload)
+
+
+class ChatCompletionsConsumer(ProxyConsumer):
+    endpoint = "chat"
+
+
+class CompletionsConsumer(ProxyConsumer):
+    endpoint = "completions"
+
+
+class EmbeddingsConsumer(ProxyConsumer):
+    endpoint = "embeddings"
+    streamable = False

@@ -1,0 +1,209 @@
+"""Usage records, written off the request path in batches.
+
+The gateway appends one record per request to an in-process buffer; a task on
+the serving loop flushes it every LLMPROXY_USAGE_FLUSH_SECONDS in a worker
+thread (RequestLog rows, hourly TokenUsageMetric increments, keys'
+last_used_at), and an atexit hook flushes what is left when the server stops,
+so a graceful stop loses nothing.
+"""
+
+import asyncio
+import atexit
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, close_old_connections, transaction
+from django.db.models import F, Q
+
+logger = logging.getLogger(__name__)
+
+# When the database is away, records wait here; past this many the oldest go
+# (with an error in the log) rather than the process running out of memory.
+MAX_BUFFERED = 200_000
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    created_at: datetime
+    request_id: str
+    tenant_id: int
+    api_key_id: int | None
+    key_prefix: str
+    endpoint: str
+    model: str
+    status: int
+    stream: bool = False
+    provider: str = ""
+    upstream_model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tokens_estimated: bool = False
+    cost: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+    ttfb_ms: float | None = None
+    cache_hit: bool = False
+    error_type: str = ""
+    attempts: list = field(default_factory=list)
+
+
+class UsageRecorder:
+    def __init__(self):
+        self._pending: deque[UsageRecord] = deque()
+        self._lock = threading.Lock()
+        self._tasks: dict = {}
+        self.dropped = 0
+
+    def add(self, record: UsageRecord):
+        self._pending.append(record)
+        if len(self._pending) > MAX_BUFFERED:
+            self._pending.popleft()
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                logger.error("usage buffer full: %d records dropped so far", self.dropped)
+        self._ensure_flusher()
+
+    def _ensure_flusher(self):
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = self._tasks.get(loop)
+        if task is None or task.done():
+            self._tasks[loop] = loop.create_task(self._flush_forever())
+
+    async def _flush_forever(self):
+        interval = settings.LLMPROXY_USAGE_FLUSH_SECONDS
+        while True:
+            await asyncio.sleep(interval)
+            if self._pending:
+                try:
+                    await asyncio.to_thread(self.flush)
+                except Exception:
+                    logger.exception("usage flush failed; records kept for the next try")
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write everything buffered (sync; safe from any thread). Returns the rows written."""
+        with self._lock:
+            batch = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            if not batch:
+                return 0
+            try:
+                try:
+                    _write(batch)
+                except IntegrityError:
+                    # A tenant or key deleted while its records waited here:
+                    # keep what can still be written instead of poisoning the buffer.
+                    batch = _without_deleted_owners(batch)
+                    _write(batch)
+            except Exception:
+                # Put them back in front, in order, for the next flush.
+                self._pending.extendleft(reversed(batch))
+                raise
+            finally:
+                close_old_connections()
+            return len(batch)
+
+
+def _write(batch: list[UsageRecord]):
+    from audit.models import RequestLog
+    from keys.models import ApiKey
+    from quotas.models import TokenUsageMetric
+
+    rollups: dict = {}
+    last_used: dict = {}
+    for r in batch:
+        bucket = r.created_at.replace(minute=0, second=0, microsecond=0)
+        key = (bucket, r.tenant_id, r.api_key_id, r.model)
+        agg = rollups.setdefault(key, [0, 0, 0, Decimal(0), 0, 0])
+        agg[0] += 1
+        agg[1] += r.input_tokens
+        agg[2] += r.output_tokens
+        agg[3] += r.cost
+        agg[4] += 1 if r.status >= 400 or r.error_type else 0
+        agg[5] += 1 if r.cache_hit else 0
+        if r.api_key_id is not None and (r.api_key_id not in last_used or last_used[r.api_key_id] < r.created_at):
+            last_used[r.api_key_id] = r.created_at
+
+    with transaction.atomic():
+        RequestLog.objects.bulk_create(
+            [
+                RequestLog(
+                    created_at=r.created_at, request_id=r.request_id, tenant_id=r.tenant_id,
+                    api_key_id=r.api_key_id, key_prefix=r.key_prefix, endpoint=r.endpoint, model=r.model,
+                    provider=r.provider, upstream_model=r.upstream_model, status=r.status, stream=r.stream,
+                    input_tokens=r.input_tokens, output_tokens=r.output_tokens,
+                    tokens_estimated=r.tokens_estimated, cost=r.cost, latency_ms=r.latency_ms,
+                    ttfb_ms=r.ttfb_ms, cache_hit=r.cache_hit, error_type=r.error_type, attempts=r.attempts,
+                )
+                for r in batch
+            ],
+            batch_size=1000,
+        )
+        for (bucket, tenant_id, api_key_id, model), agg in rollups.items():
+            _add_usage(TokenUsageMetric, bucket, tenant_id, api_key_id, model, agg)
+        for api_key_id, when in last_used.items():
+            ApiKey.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=when), id=api_key_id).update(
+                last_used_at=when
+            )
+
+
+def _without_deleted_owners(batch):
+    from keys.models import ApiKey
+    from tenants.models import Tenant
+
+    tenants = set(Tenant.objects.filter(id__in={r.tenant_id for r in batch}).values_list("id", flat=True))
+    keys = set(ApiKey.objects.filter(id__in={r.api_key_id for r in batch if r.api_key_id})
+               .values_list("id", flat=True))
+    kept = [r for r in batch if r.tenant_id in tenants]
+    if len(kept) < len(batch):
+        logger.warning("dropped %d usage records of deleted tenants", len(batch) - len(kept))
+    for r in kept:
+        if r.api_key_id is not None and r.api_key_id not in keys:
+            r.api_key_id = None
+    return kept
+
+
+def _add_usage(model_cls, bucket, tenant_id, api_key_id, model, agg):
+    lookup = {"bucket": bucket, "tenant_id": tenant_id, "model": model}
+    lookup["api_key_id" if api_key_id is not None else "api_key__isnull"] = api_key_id if api_key_id else True
+    increments = {
+        "requests": F("requests") + agg[0],
+        "input_tokens": F("input_tokens") + agg[1],
+        "output_tokens": F("output_tokens") + agg[2],
+        "cost": F("cost") + agg[3],
+        "errors": F("errors") + agg[4],
+        "cache_hits": F("cache_hits") + agg[5],
+    }
+    # Race-safe across processes: increment in SQL; create only when no row
+    # exists, and if another process created it first, increment that one.
+    if model_cls.objects.filter(**lookup).update(**increments):
+        return
+    try:
+        with transaction.atomic():
+            model_cls.objects.create(
+                bucket=bucket, tenant_id=tenant_id, api_key_id=api_key_id, model=model, requests=agg[0],
+                input_tokens=agg[1], output_tokens=agg[2], cost=agg[3], errors=agg[4], cache_hits=agg[5],
+            )
+    except IntegrityError:
+        model_cls.objects.filter(**lookup).update(**increments)
+
+
+recorder = UsageRecorder()
+
+
+@atexit.register
+def _flush_at_exit():
+    try:
+        recorder.flush()
+    except Exception:
+        logger.exception("usage records could not be written at exit")

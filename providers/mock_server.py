@@ -1,0 +1,149 @@
+"""A local upstream that speaks OpenAI's (and Azure's) wire format: ``python -m providers.mock_server``.
+
+For the end-to-end tests, the benchmark and trying the proxy without a real
+provider. Answers come from providers.mock_engine, driven by parameters in
+the model name (``mock-1?chunks=3&chunk_delay_ms=50&fail_after_chunks=2``).
+It remembers the requests it received and how each stream ended, at
+``GET /_mock/requests`` and ``GET /_mock/streams`` (``DELETE`` clears both).
+"""
+
+import argparse
+import asyncio
+import contextlib
+
+import orjson
+from aiohttp import web
+
+from providers import mock_engine
+
+_ENDPOINTS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
+
+
+class MockUpstream:
+    def __init__(self):
+        self.requests = []
+        self.streams = []
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/{endpoint:chat/completions|completions|embeddings}", self.openai)
+        app.router.add_post(
+            "/openai/deployments/{deployment}/{endpoint:chat/completions|completions|embeddings}", self.azure
+        )
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/_mock/requests", self.list_requests)
+        app.router.add_get("/_mock/streams", self.list_streams)
+        app.router.add_delete("/_mock/requests", self.clear)
+        app.router.add_delete("/_mock/streams", self.clear)
+        return app
+
+    async def _remember(self, request, body):
+        self.requests.append({
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+        })
+
+    async def openai(self, request):
+        return await self._serve(request, _ENDPOINTS[request.match_info["endpoint"]], None)
+
+    async def azure(self, request):
+        if "api-version" not in request.query:
+            return _error(400, "api-version query parameter is required")
+        if not request.headers.get("api-key"):
+            return _error(401, "Access denied due to missing subscription key.")
+        return await self._serve(request, _ENDPOINTS[request.match_info["endpoint"]],
+                                 request.match_info["deployment"])
+
+    async def _serve(self, request, endpoint, deployment):
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _error(400, "invalid JSON")
+        await self._remember(request, body)
+        if not isinstance(body, dict):
+            return _error(400, "body must be an object")
+        expected = request.app.get("required_key")
+        if expected and request.headers.get("authorization") != f"Bearer {expected}":
+            return _error(401, "Incorrect API key provided.")
+        model, options = mock_engine.split_model(deployment or str(body.get("model", "")))
+        if options.get("latency_ms"):
+            await asyncio.sleep(options["latency_ms"] / 1000)
+        if options.get("hang"):
+            await asyncio.sleep(3600)
+        if options.get("fail_status"):
+            status = options["fail_status"]
+            headers = {"retry-after": str(options["retry_after"])} if "retry_after" in options else None
+            return _error(status, "mock failure", headers=headers)
+        if body.get("stream"):
+            return await self._stream(request, endpoint, model, body, options)
+        return web.Response(body=orjson.dumps(mock_engine.answer(endpoint, model, body, options)),
+                            content_type="application/json")
+
+    async def _stream(self, request, endpoint, model, body, options):
+        record = {"model": model, "sent": 0, "outcome": "started"}
+        self.streams.append(record)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await response.prepare(request)
+        delay = options.get("chunk_delay_ms", 0) / 1000
+        fail_after = options.get("fail_after_chunks")
+        try:
+            for i, chunk in enumerate(mock_engine.stream_chunks(endpoint, model, body, options)):
+                if fail_after is not None and i >= fail_after:
+                    record["outcome"] = "dropped"
+                    request.transport.close()
+                    return response
+                if i and delay:
+                    await asyncio.sleep(delay)
+                if request.transport is None or request.transport.is_closing():
+                    raise ConnectionResetError
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                record["sent"] += 1
+            await response.write(b"data: [DONE]\n\n")
+            record["outcome"] = "completed"
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            record["outcome"] = "client_disconnected"
+        return response
+
+    async def models(self, request):
+        return web.json_response({"object": "list", "data": [
+            {"id": "mock-1", "object": "model", "created": 0, "owned_by": "mock"}]})
+
+    async def list_requests(self, request):
+        return web.Response(body=orjson.dumps(self.requests), content_type="application/json")
+
+    async def list_streams(self, request):
+        return web.Response(body=orjson.dumps(self.streams), content_type="application/json")
+
+    async def clear(self, request):
+        self.requests.clear()
+        self.streams.clear()
+        return web.Response(status=204)
+
+
+def _error(status, message, headers=None):
+    body = {"error": {"message": message, "type": "mock_error", "param": None, "code": str(status)}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Mock OpenAI-compatible upstream for tests and benchmarks.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--require-key", default="", help="Answer 401 unless this Bearer key is sent.")
+    args = parser.parse_args()
+    app = MockUpstream().app()
+    app["required_key"] = args.require_key
+    # handler_cancellation: a client that goes away cancels the handler, so
+    # the stream record says "client_disconnected" at once.
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(app, host=args.host, port=args.port, print=lambda *_: print(
+            f"mock upstream listening on http://{args.host}:{args.port}", flush=True),
+            handler_cancellation=True, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
