@@ -6,6 +6,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
 from providers import crypto
+from providers.validators import validate_base_url
 
 env_var_validator = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "Not an environment variable name.")
 
@@ -27,7 +28,7 @@ class Provider(models.Model):
 
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=24, choices=Kind.choices)
-    base_url = models.URLField(max_length=500, blank=True)
+    base_url = models.CharField(max_length=500, blank=True, validators=[validate_base_url])
     api_key_env = models.CharField(
         max_length=100, blank=True, validators=[env_var_validator],
         help_text="Environment variable of the proxy process holding the credential.",

@@ -43,10 +43,19 @@ class QuotaLimit(models.Model):
     class Meta:
         ordering = ["tenant", "scope", "metric", "period"]
         constraints = [
+            # One limit per target, metric and period. Spelled per scope rather
+            # than with nulls_distinct=False, which SQLite does not enforce.
             models.UniqueConstraint(
-                fields=["tenant", "scope", "user", "api_key", "metric", "period"],
-                name="quota_limit_unique",
-                nulls_distinct=False,
+                fields=["tenant", "metric", "period"], condition=models.Q(scope="tenant"),
+                name="quota_limit_unique_tenant",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "metric", "period"], condition=models.Q(scope="user"),
+                name="quota_limit_unique_user",
+            ),
+            models.UniqueConstraint(
+                fields=["api_key", "metric", "period"], condition=models.Q(scope="key"),
+                name="quota_limit_unique_key",
             ),
             models.CheckConstraint(
                 condition=(
@@ -99,8 +108,12 @@ class TokenUsageMetric(models.Model):
         ordering = ["-bucket"]
         constraints = [
             models.UniqueConstraint(
-                fields=["bucket", "tenant", "api_key", "model"], name="usage_bucket_unique", nulls_distinct=False
-            )
+                fields=["bucket", "tenant", "api_key", "model"], name="usage_bucket_unique_key",
+            ),
+            models.UniqueConstraint(
+                fields=["bucket", "tenant", "model"], condition=models.Q(api_key__isnull=True),
+                name="usage_bucket_unique_keyless",
+            ),
         ]
         indexes = [models.Index(fields=["tenant", "-bucket"])]
 

@@ -1,0 +1,71 @@
+import signal
+import threading
+from contextlib import contextmanager
+
+from django.utils import timezone
+
+from audit.purge import BATCH_SIZE, logs_count, logs_purge
+from llmproxy.management import ProxyCommand, positive_duration_argument, whole_number_argument
+
+
+@contextmanager
+def _stop_on_sigterm():
+    """An event set by SIGTERM, so the purge ends between batches instead of in the middle of one."""
+    stop = threading.Event()
+    # Signal handlers can only be installed from the main thread.
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+class Command(ProxyCommand):
+    help = (
+        "Delete audit log and request log rows older than --older-than, in batches of short "
+        "transactions; --tenant limits it to one tenant's rows, --dry-run only counts them. "
+        "SIGTERM stops it cleanly between batches."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--older-than",
+            type=positive_duration_argument,
+            required=True,
+            metavar="DURATION",
+            help="Age of the rows to delete, like 30d or 24h.",
+        )
+        self.add_tenant_argument(parser, help_text="Purge only this tenant's rows.")
+        parser.add_argument("--dry-run", action="store_true", help="Count the rows, delete nothing.")
+        parser.add_argument(
+            "--batch-size",
+            type=whole_number_argument(minimum=1, maximum=100_000),
+            default=BATCH_SIZE,
+            metavar="N",
+            help=f"Rows deleted per transaction (default {BATCH_SIZE}).",
+        )
+
+    def handle(self, *args, older_than, tenant, dry_run, batch_size, **options):
+        tenant = self.get_tenant(tenant)
+        cutoff = timezone.now() - older_than
+        scope = f" of tenant {tenant.slug}" if tenant else ""
+        self.stdout.write(f"rows{scope} older than {cutoff.isoformat(timespec='seconds')}:")
+        if dry_run:
+            for table, count in logs_count(cutoff=cutoff, tenant=tenant).items():
+                self.stdout.write(f"{table}: {count} would be deleted (dry run)")
+            return
+        with _stop_on_sigterm() as stop:
+            deleted = logs_purge(
+                cutoff=cutoff,
+                tenant=tenant,
+                batch_size=batch_size,
+                should_stop=stop.is_set,
+                actor=self.audit_actor,
+            )
+        for table, count in deleted.items():
+            self.stdout.write(f"{table}: {count} deleted")
+        if stop.is_set():
+            self.stdout.write("stopped by SIGTERM; run the command again to delete the rest")
