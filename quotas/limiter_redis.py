@@ -1,0 +1,246 @@
+"""The limiter on Redis: one Lua script checks and reserves every limit of a request atomically.
+
+Layout, per limit and window (all of one request's keys carry the tenant's hash
+tag, so each script touches a single Cluster slot):
+
+    lp:q:{t<tenant>}:<limit>:<metric>:<period>:<window start>     hash
+        used       settled usage (integer: requests, tokens, nano-dollars)
+        held       sum of the live reservations' holds
+        r:<id>     "<hold>/<output tokens>" per live reservation, "x" once its hold has lapsed
+    ...:x                                                        sorted set: reservation id -> lapse time
+
+The window is chosen by the caller's clock (key names must be known before the
+call for Cluster routing); the script itself uses the `now` it is given, so
+tests can move time. Holds lapse after a bounded time: a process killed
+between reserve and settle cannot pin a budget until the month ends. A Redis
+that restarts empty forgets the usage of the current windows (give it
+persistence where that matters); settles of reservations it forgot do nothing.
+"""
+
+import asyncio
+import functools
+import hashlib
+
+import redis
+from redis.exceptions import NoScriptError
+
+from .admission import Outcome
+
+RESERVE = """
+local rid, now, lapse = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local input_tokens, max_output, need_output = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local input_cost, output_price = tonumber(ARGV[7]), tonumber(ARGV[8])
+local n = #KEYS / 2
+local field = 'r:' .. rid
+
+local function int(x) return string.format('%d', x) end
+
+local function committed(h)
+  local c = redis.call('HMGET', h, 'used', 'held')
+  return (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0)
+end
+
+-- Holds never settled (their process died) go back to the window; the field
+-- stays as 'x' so that a late settle still charges the real usage, once.
+local function reclaim(h, z)
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, 256)
+  if #gone == 0 then return end
+  local freed = 0
+  for _, r in ipairs(gone) do
+    local v = redis.call('HGET', h, 'r:' .. r)
+    if v and v ~= 'x' then
+      freed = freed + tonumber(string.match(v, '^(%d+)'))
+      redis.call('HSET', h, 'r:' .. r, 'x')
+    end
+  end
+  redis.call('ZREM', z, unpack(gone))
+  if freed ~= 0 then redis.call('HINCRBY', h, 'held', int(-freed)) end
+end
+
+local reply = {1, 0}
+
+-- redis-py resends a command that timed out: a reservation already made is answered again, not made twice.
+local prior = redis.call('HGET', KEYS[1], field)
+if prior and prior ~= 'x' then
+  reply[2] = tonumber(string.match(prior, '/(%d+)$'))
+  for i = 1, n do
+    reply[2 * i + 1] = committed(KEYS[2 * i - 1])
+    reply[2 * i + 2] = 0
+  end
+  return reply
+end
+
+local free, output = {}, max_output
+for i = 1, n do
+  local h = KEYS[2 * i - 1]
+  reclaim(h, KEYS[2 * i])
+  local metric, capacity = ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i])
+  local c = committed(h)
+  local left = capacity - c
+  local ok
+  if metric == 'requests' then
+    ok = left >= 1
+  elseif metric == 'tokens' then
+    local room = left - input_tokens
+    ok = room >= need_output
+    if ok and room < output then output = room end
+  else
+    local room = left - input_cost
+    ok = room >= 0
+    if ok and output_price > 0 then
+      local fits = math.floor(room / output_price)
+      ok = fits >= need_output
+      if ok and fits < output then output = fits end
+    end
+  end
+  free[i] = left
+  reply[2 * i + 1] = c
+  if ok then reply[2 * i + 2] = 0 else reply[2 * i + 2] = 1; reply[1] = 0 end
+end
+if reply[1] == 0 then return reply end
+
+reply[2] = output
+for i = 1, n do
+  local h, z = KEYS[2 * i - 1], KEYS[2 * i]
+  local metric, ttl = ARGV[6 + 3 * i], ARGV[8 + 3 * i]
+  local amount
+  if metric == 'requests' then
+    amount = 1
+  elseif metric == 'tokens' then
+    amount = input_tokens + output
+  else
+    amount = math.min(input_cost + math.ceil(output * output_price), free[i])
+  end
+  redis.call('HINCRBY', h, 'held', int(amount))
+  redis.call('HSET', h, field, int(amount) .. '/' .. int(output))
+  redis.call('ZADD', z, lapse, rid)
+  redis.call('EXPIRE', h, ttl)
+  redis.call('EXPIRE', z, ttl)
+  reply[2 * i + 1] = reply[2 * i + 1] + amount
+end
+return reply
+"""
+
+# ARGV: reservation id, then per limit the real usage to charge. A reservation
+# already settled (or whose window has expired) has no field: nothing happens.
+SETTLE = """
+local rid = ARGV[1]
+local field = 'r:' .. rid
+for i = 1, #KEYS / 2 do
+  local h = KEYS[2 * i - 1]
+  local v = redis.call('HGET', h, field)
+  if v then
+    if v ~= 'x' then
+      local amount = tonumber(string.match(v, '^(%d+)'))
+      if amount ~= 0 then redis.call('HINCRBY', h, 'held', string.format('%d', -amount)) end
+      redis.call('ZREM', KEYS[2 * i], rid)
+    end
+    redis.call('HDEL', h, field)
+    if ARGV[i + 1] ~= '0' then redis.call('HINCRBY', h, 'used', ARGV[i + 1]) end
+  end
+end
+return 1
+"""
+
+USAGE = """
+local c = redis.call('HMGET', KEYS[1], 'used', 'held')
+local held = tonumber(c[2]) or 0
+for _, r in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])) do
+  local v = redis.call('HGET', KEYS[1], 'r:' .. r)
+  if v and v ~= 'x' then held = held - tonumber(string.match(v, '^(%d+)')) end
+end
+return {tonumber(c[1]) or 0, held}
+"""
+
+
+class _Script:
+    """EVALSHA, loading the script when the server does not know it (first use, restart, SCRIPT FLUSH)."""
+
+    def __init__(self, source):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    async def run(self, client, keys, args):
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def run_sync(self, client, keys, args):
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.source)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+_reserve_script = _Script(RESERVE)
+_settle_script = _Script(SETTLE)
+_usage_script = _Script(USAGE)
+
+# Release tasks of reservations whose caller was cancelled, kept referenced until they finish.
+_orphans = set()
+
+
+def _keys(slots):
+    return [key for slot in slots for key in (slot.key, slot.deadlines_key)]
+
+
+async def reserve(client, slots, plan, rid, now, hold_seconds):
+    args = [
+        rid,
+        repr(float(now)),
+        repr(float(now + hold_seconds)),
+        plan.input_tokens,
+        plan.max_output,
+        plan.need_output,
+        plan.input_cost,
+        repr(plan.output_price),
+    ]
+    for slot in slots:
+        args += [slot.metric, slot.capacity, slot.ttl(now, hold_seconds)]
+    call = asyncio.ensure_future(_reserve_script.run(client, _keys(slots), args))
+    try:
+        reply = await asyncio.shield(call)
+    except asyncio.CancelledError:
+        # The script may run anyway; nobody would settle what it reserved, so give it back.
+        call.add_done_callback(functools.partial(_release_orphan, client, slots, rid))
+        raise
+    return Outcome(
+        admitted=reply[0] == 1,
+        output=int(reply[1]),
+        committed=[int(c) for c in reply[2::2]],
+        failed=[i for i, flag in enumerate(reply[3::2]) if flag],
+    )
+
+
+def _release_orphan(client, slots, rid, call):
+    if call.cancelled() or call.exception() is not None or call.result()[0] != 1:
+        return
+    task = asyncio.ensure_future(settle(client, slots, rid, [0] * len(slots)))
+    _orphans.add(task)
+    task.add_done_callback(_forget)
+
+
+def _forget(task):
+    _orphans.discard(task)
+    if not task.cancelled():
+        task.exception()  # a failed release lapses with its hold; retrieved so asyncio does not complain
+
+
+async def settle(client, slots, rid, amounts):
+    await _settle_script.run(client, _keys(slots), [rid, *amounts])
+
+
+_sync_clients = {}
+
+
+def usage(url, slot, now):
+    """(used, held) of one slot's window, from a synchronous client (the admin is not async)."""
+    client = _sync_clients.get(url)
+    if client is None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        _sync_clients[url] = client
+    used, held = _usage_script.run_sync(client, [slot.key, slot.deadlines_key], [repr(float(now))])
+    return int(used), int(held)
