@@ -20,6 +20,7 @@ from llmproxy.ttl_cache import TTLCache
 # Unknown prefixes are remembered briefly so a flood of bad keys stays cheap.
 _NEGATIVE_TTL = 1.0
 _MISMATCH_RELOAD_AFTER = 0.5
+_mismatch_reloads: dict[str, float] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +129,13 @@ async def authenticate(key: str | None) -> KeyRecord:
     record, load = await _record_for(prefix)
     now = time.time()
     if record is not None and not _secret_matches(record, key, now):
-        peek = _cache.peek(prefix)
-        if peek is not None and peek[1] >= _MISMATCH_RELOAD_AFTER:
+        # Perhaps rotated a moment ago: look again, at most twice a second per
+        # key, so guessing secrets of a known prefix cannot flood the database.
+        last = _mismatch_reloads.get(prefix, 0.0)
+        if time.monotonic() - last >= _MISMATCH_RELOAD_AFTER:
+            if len(_mismatch_reloads) > 10_000:
+                _mismatch_reloads.clear()
+            _mismatch_reloads[prefix] = time.monotonic()
             record = await _cache.reload(prefix, load)
             if record is not None and not _secret_matches(record, key, now):
                 record = None

@@ -1,5 +1,8 @@
 """OpenAI's wire format, spoken by OpenAI, Azure OpenAI, Ollama and OpenAI-compatible servers."""
 
+import asyncio
+
+import aiohttp
 import httpx
 import orjson
 
@@ -38,8 +41,17 @@ def upstream_error_from_response(status, content: bytes, headers) -> UpstreamErr
     )
 
 
+def _is_timeout(exc: Exception) -> bool:
+    # httpx-aiohttp maps every aiohttp connection error, a refused connection
+    # included, to httpx.ConnectTimeout: look at the aiohttp error underneath.
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        return isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError))
+    return isinstance(exc, httpx.TimeoutException)
+
+
 def transport_error(exc: Exception) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException):
+    if _is_timeout(exc):
         return UpstreamError(504, f"upstream timed out ({type(exc).__name__})", retryable=True, timeout=True,
                              kind="timeout")
     return UpstreamError(0, f"upstream connection failed ({type(exc).__name__})", retryable=True,
