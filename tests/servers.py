@@ -84,6 +84,8 @@ def proxy_env(**overrides) -> dict:
         "LLMPROXY_USAGE_FLUSH_SECONDS": "0.1",
         "LLMPROXY_CONFIG_TTL_SECONDS": "1",
         "PYTHONUNBUFFERED": "1",
+        # Read by providers configured with --api-key-env in the tests.
+        "LLMPROXY_TEST_UPSTREAM_KEY": "upstream-secret-from-env",
     })
     env.update({k: str(v) for k, v in overrides.items()})
     return env
