@@ -185,6 +185,8 @@ LLMPROXY_USAGE_FLUSH_SECONDS = env_float("LLMPROXY_USAGE_FLUSH_SECONDS", 1.0, mi
 LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS = env_int("LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS", 4096, minimum=1)
 # A quota reservation never settled (its process died) is given back after this.
 LLMPROXY_QUOTA_HOLD_SECONDS = env_int("LLMPROXY_QUOTA_HOLD_SECONDS", 900, minimum=1)
+# Cut off a stream that runs past the remaining token budget (for upstreams that ignore max_tokens).
+LLMPROXY_QUOTA_CUT_STREAMS = env_bool("LLMPROXY_QUOTA_CUT_STREAMS", True)
 LLMPROXY_UPSTREAM_MAX_CONNECTIONS = env_int("LLMPROXY_UPSTREAM_MAX_CONNECTIONS", 512, minimum=1)
 LLMPROXY_UPSTREAM_CONNECT_TIMEOUT = env_float("LLMPROXY_UPSTREAM_CONNECT_TIMEOUT", 5.0)
 OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")

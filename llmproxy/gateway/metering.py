@@ -6,7 +6,8 @@ from quotas.tokens import count_request_input, count_text
 class Meter:
     """Follows one answer (plain or streamed) and tells its input and output tokens."""
 
-    __slots__ = ("endpoint", "body", "input_tokens", "output_tokens", "estimated", "_parts", "_usage_seen")
+    __slots__ = ("endpoint", "body", "input_tokens", "output_tokens", "estimated", "_parts", "_usage_seen",
+                 "_count_live", "streamed_output_tokens")
 
     def __init__(self, endpoint: str, body: dict):
         self.endpoint = endpoint
@@ -16,6 +17,12 @@ class Meter:
         self.estimated = False
         self._parts: list[str] = []
         self._usage_seen = False
+        self._count_live = False
+        self.streamed_output_tokens = 0
+
+    def count_output_as_it_streams(self):
+        """Keep a running token count of streamed output (only when a quota may cut the stream)."""
+        self._count_live = True
 
     def take_usage(self, usage) -> bool:
         if not isinstance(usage, dict):
@@ -51,11 +58,15 @@ class Meter:
                 self._collect_message(delta)
             elif isinstance(choice.get("text"), str):
                 self._parts.append(choice["text"])
+                if self._count_live:
+                    self.streamed_output_tokens += count_text(choice["text"])
 
     def _collect_message(self, message: dict):
         content = message.get("content")
         if isinstance(content, str):
             self._parts.append(content)
+            if self._count_live:
+                self.streamed_output_tokens += count_text(content)
         for call in message.get("tool_calls") or ():
             fn = call.get("function") if isinstance(call, dict) else None
             if isinstance(fn, dict):

@@ -53,7 +53,7 @@ class RequestState:
     """What one request did, for the usage record and the metrics."""
 
     __slots__ = ("key", "model", "status", "stream", "target", "meter", "error_type", "attempts", "ttfb_ms",
-                 "reservation", "cache_hit")
+                 "reservation", "cache_hit", "output_budget")
 
     def __init__(self):
         self.key: KeyRecord | None = None
@@ -67,6 +67,7 @@ class RequestState:
         self.ttfb_ms = None
         self.reservation = None
         self.cache_hit = False
+        self.output_budget = None  # output tokens a stream may use before a quota cuts it off
 
 
 class AuthenticatedConsumer(GatewayConsumer):
@@ -159,6 +160,8 @@ class ProxyConsumer(AuthenticatedConsumer):
                 headers={"retry-after": str(decision.retry_after)},
             )
         state.reservation = decision.reservation
+        if settings.LLMPROXY_QUOTA_CUT_STREAMS:
+            state.output_budget = await limiter.remaining_tokens(decision.reservation)
         if self.endpoint != "embeddings" and decision.output_tokens < ask.max_output_tokens:
             # Cut the answer down so it cannot overspend the tightest limit.
             field = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
@@ -190,6 +193,9 @@ class ProxyConsumer(AuthenticatedConsumer):
         state.status = 200
         send = self.send
         first = True
+        budget = state.output_budget
+        if budget is not None:
+            meter.count_output_as_it_streams()
         try:
             chunk = result.first_chunk
             chunks = result.chunks
@@ -204,6 +210,14 @@ class ProxyConsumer(AuthenticatedConsumer):
                     if first:
                         state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
                         first = False
+                if budget is not None and meter.streamed_output_tokens > budget:
+                    # An upstream that ignores max_tokens must not overspend the budget.
+                    state.error_type = "quota_exceeded"
+                    error = GatewayError(429, "Quota exceeded: the answer reached the remaining token budget "
+                                              "and was cut off.", code="quota_exceeded")
+                    await send({"type": "http.response.body", "body": sse.frame(error.openai_body()),
+                                "more_body": False})
+                    return
                 try:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
