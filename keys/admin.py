@@ -10,6 +10,7 @@ from django.utils.cache import add_never_cache_headers
 from keys.models import ApiKey
 from keys.services import api_key_create, api_key_revoke, api_key_rotate
 from llmproxy.admin_scoping import ModelNamesField, TenantScopedAdmin
+from quotas.applicable import limits_for_key
 
 ROTATION_GRACE = timedelta(hours=24)
 
@@ -62,6 +63,7 @@ class ApiKeyAdmin(TenantScopedAdmin):
     fieldsets = (
         (None, {"fields": ("prefix", "name", "tenant", "user", "status")}),
         ("Limits", {"fields": ("allowed_models", "expires_at")}),
+        ("Quotas", {"fields": ("quota_usage",)}),
         (
             "History",
             {"fields": ("created_at", "last_used_at", "rotated_at", "previous_valid_until", "revoked_at")},
@@ -76,7 +78,16 @@ class ApiKeyAdmin(TenantScopedAdmin):
         "rotated_at",
         "previous_valid_until",
         "revoked_at",
+        "quota_usage",
     )
+
+    @admin.display(description="Limits that apply, with their usage")
+    def quota_usage(self, obj):
+        from quotas.models import QuotaLimit
+        from quotas.usage_display import limits_table
+
+        ids = [limit.id for limit in limits_for_key(obj)]
+        return limits_table(QuotaLimit.objects.filter(id__in=ids).order_by("scope", "metric", "period"))
 
     @admin.display(description="status")
     def status(self, obj):

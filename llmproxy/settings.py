@@ -131,12 +131,16 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
 
+# Every key the proxy writes to Redis starts with this (several deployments or
+# test runs can share one Redis).
+LLMPROXY_REDIS_KEY_PREFIX = env.str("LLMPROXY_REDIS_KEY_PREFIX", default="lp")
+
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "llmproxy",
+            "KEY_PREFIX": LLMPROXY_REDIS_KEY_PREFIX + ":cache",
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
         }
     }

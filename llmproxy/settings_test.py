@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("LLMPROXY_ENCRYPTION_KEY", "dGVzdC1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy0hISE=")
 os.environ.setdefault("LLMPROXY_USAGE_FLUSH_SECONDS", "0.2")
+# Test runs may share the machine's Redis (CI, helpers): each run its own keys.
+os.environ.setdefault("LLMPROXY_REDIS_KEY_PREFIX", f"lptest{os.getpid()}")
 
 from llmproxy.settings import *  # noqa: E402,F403
 

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from django.conf import settings
+
 from .limiter_types import Ask, Limit
 from .windows import window
 
@@ -41,7 +43,8 @@ class Slot:
         capacity = nano_dollars(limit.limit, ROUND_FLOOR) if limit.metric == "cost" else int(limit.limit)
         # Metric and period are in the name so editing a limit's shape starts from zero
         # instead of mixing units or windows under one key.
-        key = f"lp:q:{{t{limit.tenant_id}}}:{limit.id}:{limit.metric}:{limit.period}:{start}"
+        prefix = settings.LLMPROXY_REDIS_KEY_PREFIX
+        key = f"{prefix}:q:{{t{limit.tenant_id}}}:{limit.id}:{limit.metric}:{limit.period}:{start}"
         return cls(limit, key, start, end, capacity)
 
     @property

@@ -15,3 +15,7 @@ def limits_for_key(api_key) -> list[Limit]:
         "id", "tenant_id", "scope", "metric", "period", "limit"
     )
     return [Limit(*row) for row in rows]
+
+
+def as_limit(quota: QuotaLimit) -> Limit:
+    return Limit(quota.id, quota.tenant_id, quota.scope, quota.metric, quota.period, quota.limit)

@@ -39,14 +39,23 @@ class TenantAdmin(TenantScopedAdmin):
         ("Response cache", {"fields": ("cache_ttl_seconds", "cache_skip_nondeterministic")}),
         ("Logs", {"fields": ("store_prompts", "retention_days")}),
         ("When Redis is down", {"fields": ("redis_down_policy",)}),
+        ("Tenant-wide quotas", {"fields": ("quota_usage",)}),
     )
+
+    @admin.display(description="Limits, with their usage")
+    def quota_usage(self, obj):
+        from quotas.usage_display import limits_table
+
+        if obj is None or obj.pk is None:
+            return "-"
+        return limits_table(obj.quota_limits.filter(scope="tenant").order_by("metric", "period"))
 
     def get_readonly_fields(self, request, obj=None):
         if is_platform_admin(request.user):
-            return ()
+            return ("quota_usage",)
         # The slug names the tenant in commands and metrics; activation is the
         # platform's decision.
-        return ("slug", "is_active")
+        return ("slug", "is_active", "quota_usage")
 
     def has_add_permission(self, request):
         return is_platform_admin(request.user)

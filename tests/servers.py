@@ -79,6 +79,7 @@ def proxy_env(**overrides) -> dict:
         "DJANGO_SETTINGS_MODULE": "llmproxy.settings",
         "DATABASE_URL": test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
+        "LLMPROXY_REDIS_KEY_PREFIX": settings.LLMPROXY_REDIS_KEY_PREFIX,
         "SECRET_KEY": settings.SECRET_KEY,
         "LLMPROXY_ENCRYPTION_KEY": ",".join(settings.LLMPROXY_ENCRYPTION_KEYS),
         "LLMPROXY_USAGE_FLUSH_SECONDS": "0.1",
