@@ -2,7 +2,7 @@
 
 from asgiref.sync import sync_to_async
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 
 
 async def healthz(request):
@@ -29,3 +29,11 @@ async def readyz(request):
     redis_ok, checks["redis"] = await ping_redis()
     ok = ok and redis_ok
     return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+
+async def metrics(request):
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from llmproxy import metrics as _  # noqa: F401 - registers the gateway's metrics
+
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
