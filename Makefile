@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 VAR := var
 export LLMPROXY_VAR_DIR ?= $(CURDIR)/$(VAR)
 
-.PHONY: run test lint bench venv secrets browser clean
+.PHONY: run test lint bench venv secrets browser clean manage
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ run: venv secrets
 	sh -c '$(PY) manage.py migrate --noinput -v0 && \
 	       $(PY) manage.py bootstrap_demo $${CONFIG:+--config "$$CONFIG"} && \
 	       exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) llmproxy.asgi:application'
+
+# Any manage.py command against the `make run` set-up: make manage ARGS="create_tenant acme"
+manage: venv secrets
+	SECRET_KEY_FILE=$${SECRET_KEY_FILE:-$(VAR)/secret_key} \
+	LLMPROXY_ENCRYPTION_KEY_FILE=$${LLMPROXY_ENCRYPTION_KEY_FILE:-$(VAR)/encryption_key} \
+	$(PY) manage.py $(ARGS)
 
 # Headless Chromium for the admin end-to-end tests, from Debian's packages.
 browser:
