@@ -31,6 +31,7 @@ class TenantRecord:
     allowed_models: frozenset
     cache_ttl_seconds: int
     cache_skip_nondeterministic: bool
+    cache_generation: int
     store_prompts: bool
     redis_down_policy: str
 
@@ -80,6 +81,7 @@ def _load(prefix: str):
             allowed_models=frozenset(tenant.allowed_models or ()),
             cache_ttl_seconds=tenant.cache_ttl_seconds,
             cache_skip_nondeterministic=tenant.cache_skip_nondeterministic,
+            cache_generation=tenant.cache_generation,
             store_prompts=tenant.store_prompts,
             redis_down_policy=tenant.redis_down_policy,
         ),

@@ -3,7 +3,9 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import PermissionDenied
+from django.db.models import F
 
+from audit.services import audit_record
 from llmproxy.admin_scoping import ModelNamesField, TenantScopedAdmin, is_platform_admin
 from tenants.models import Tenant, User
 
@@ -41,6 +43,16 @@ class TenantAdmin(TenantScopedAdmin):
         ("When Redis is down", {"fields": ("redis_down_policy",)}),
         ("Tenant-wide quotas", {"fields": ("quota_usage",)}),
     )
+    actions = ("clear_response_cache",)
+
+    @admin.action(description="Clear the response cache of the selected tenants")
+    def clear_response_cache(self, request, queryset):
+        # Keys include the generation: bumping it orphans every entry in every process.
+        for tenant in queryset:
+            Tenant.objects.filter(pk=tenant.pk).update(cache_generation=F("cache_generation") + 1)
+            audit_record(actor=request.user, action="tenant.clear_cache", target=tenant, tenant=tenant,
+                         ip=request.META.get("REMOTE_ADDR"))
+        self.message_user(request, f"Cleared the response cache of {queryset.count()} tenant(s).")
 
     @admin.display(description="Limits, with their usage")
     def quota_usage(self, obj):

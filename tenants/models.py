@@ -31,6 +31,10 @@ class Tenant(models.Model):
     cache_skip_nondeterministic = models.BooleanField(
         default=False, help_text="Do not cache requests with temperature > 0 or n > 1."
     )
+    cache_generation = models.PositiveIntegerField(
+        default=0, editable=False,
+        help_text="Part of every response-cache key: clearing the cache bumps it, in every process at once.",
+    )
     store_prompts = models.BooleanField(
         default=False, help_text="Store prompt and completion text in the request log (redacted)."
     )
