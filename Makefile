@@ -34,7 +34,7 @@ run: venv secrets
 	SECRET_KEY_FILE=$${SECRET_KEY_FILE:-$(VAR)/secret_key} \
 	LLMPROXY_ENCRYPTION_KEY_FILE=$${LLMPROXY_ENCRYPTION_KEY_FILE:-$(VAR)/encryption_key} \
 	sh -c '$(PY) manage.py migrate --noinput -v0 && \
-	       $(PY) manage.py bootstrap_demo $${CONFIG:+--config "$$CONFIG"} && \
+	       if [ -n "$$CONFIG" ]; then $(PY) manage.py apply_config "$$CONFIG"; else $(PY) manage.py bootstrap_demo; fi && \
 	       exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) llmproxy.asgi:application'
 
 # Any manage.py command against the `make run` set-up: make manage ARGS="create_tenant acme"
