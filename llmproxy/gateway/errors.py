@@ -61,6 +61,6 @@ def upstream_error_status(status):
     """The status a client gets for an upstream failure that exhausted every route."""
     if status == 504:
         return 504
-    if status in (429, 503):
+    if status in (429, 503, 529):
         return 503
     return 502

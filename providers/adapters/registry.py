@@ -1,5 +1,6 @@
 """Provider kind -> adapter. One instance each: adapters hold no per-request state."""
 
+from providers.adapters.anthropic import AnthropicAdapter
 from providers.adapters.mock import MockAdapter
 from providers.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter
 
@@ -8,6 +9,7 @@ _ADAPTERS = {
     "openai_compatible": OpenAIAdapter(),
     "ollama": OpenAIAdapter(),
     "azure": AzureOpenAIAdapter(),
+    "anthropic": AnthropicAdapter(),
     "mock": MockAdapter(),
 }
 
