@@ -4,6 +4,7 @@ Every variable is documented in the README. A bad value stops the process with
 ImproperlyConfigured naming the variable, never a silent default.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -78,6 +79,10 @@ INSTALLED_APPS = [
     "providers",
     "quotas",
     "audit",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "llmproxy.api",
 ]
 
 MIDDLEWARE = [
@@ -112,30 +117,103 @@ ASGI_APPLICATION = "llmproxy.asgi.application"
 
 VAR_DIR = Path(env.str("LLMPROXY_VAR_DIR", default=str(BASE_DIR / "var")))
 
-try:
-    DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
-except environ.ImproperlyConfigured as exc:
-    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from exc
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # Several processes (make run, commands, tests) may share the file: wait
-    # for a lock instead of failing with "database is locked".
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+
+def env_database(name, default=environ.Env.NOTSET):
+    try:
+        return env.db_url(name, default=default)
+    except environ.ImproperlyConfigured as exc:
+        raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from exc
+
+
+# Connections of a server database: persistent ones (one per thread that uses the ORM), or,
+# with DATABASE_POOL_MAX, a psycopg pool per process that caps them (PostgreSQL only).
+DATABASE_POOL_MIN = env_int("DATABASE_POOL_MIN", 1)
+DATABASE_POOL_MAX = env_int("DATABASE_POOL_MAX", 0)
+DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1)
+
+
+def _connection_settings(db, variable):
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        # Several processes (make run, commands, tests) may share the file: wait
+        # for a lock instead of failing with "database is locked".
+        db.setdefault("OPTIONS", {}).update(
+            {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+        )
+        if DATABASE_POOL_MAX:
+            raise ImproperlyConfigured(f"DATABASE_POOL_MAX needs PostgreSQL; {variable} is SQLite")
+        return db
+    db["CONN_HEALTH_CHECKS"] = True
+    if not DATABASE_POOL_MAX:
+        db["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
+        return db
+    if DATABASE_POOL_MIN > DATABASE_POOL_MAX:
+        raise ImproperlyConfigured("DATABASE_POOL_MIN must not be larger than DATABASE_POOL_MAX")
+    # The gateway's ORM calls run on Daphne's thread pool (ASGI_THREADS, else Python's default size)
+    # and each thread keeps the connection it took; with fewer in the pool, one would wait and fail.
+    threads = env_int("ASGI_THREADS", min(32, (os.cpu_count() or 1) + 4), minimum=1)
+    if threads + 2 > DATABASE_POOL_MAX:
+        raise ImproperlyConfigured(
+            f"DATABASE_POOL_MAX must be at least {threads + 2} (ASGI_THREADS={threads} worker threads, "
+            "the admin's thread and one spare); lower ASGI_THREADS or raise DATABASE_POOL_MAX"
+        )
+    # Django returns a pooled connection when a request or task ends; it refuses persistent ones with a pool.
+    db["CONN_MAX_AGE"] = 0
+    db.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": DATABASE_POOL_MIN,
+        "max_size": DATABASE_POOL_MAX,
+        "timeout": DATABASE_POOL_TIMEOUT,
+    }
+    return db
+
+
+DATABASES = {
+    "default": _connection_settings(
+        env_database("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), "DATABASE_URL"
     )
-else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+}
+
+# A read-only replica for the reports (usage rows and aggregates): see llmproxy/db_router.py.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = _connection_settings(env_database("DATABASE_REPLICA_URL"), "DATABASE_REPLICA_URL")
+    if DATABASES["replica"]["ENGINE"] != DATABASES["default"]["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must be the same kind of database as DATABASE_URL")
+    # Tests read the replica through the default test database: no second one is created.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    DATABASE_ROUTERS = ["llmproxy.db_router.ReplicaRouter"]
 
 REDIS_URL = env.str("REDIS_URL", default="")
-if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://", *_CLUSTER_SCHEMES)):
+    raise ImproperlyConfigured(
+        "REDIS_URL must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
+    )
+# A Redis Cluster: REDIS_URL=redis+cluster://host:port[,host:port...], or a redis:// URL and this.
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
+_ON_A_CLUSTER = REDIS_CLUSTER or REDIS_URL.startswith(_CLUSTER_SCHEMES)
+if _ON_A_CLUSTER:
+    if not REDIS_URL:
+        raise ImproperlyConfigured("REDIS_CLUSTER=true needs REDIS_URL (a node of the cluster)")
+    from llmproxy.redis_client import parse_redis_url
+
+    parse_redis_url(REDIS_URL, cluster=True)  # ImproperlyConfigured names what is wrong
 
 # Every key the proxy writes to Redis starts with this (several deployments or
 # test runs can share one Redis).
 LLMPROXY_REDIS_KEY_PREFIX = env.str("LLMPROXY_REDIS_KEY_PREFIX", default="lp")
 
-if REDIS_URL:
+if REDIS_URL and _ON_A_CLUSTER:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            # A list: django-redis would split a string at the commas of the node list.
+            "LOCATION": [REDIS_URL],
+            "KEY_PREFIX": LLMPROXY_REDIS_KEY_PREFIX + ":cache",
+            "OPTIONS": {"CLIENT_CLASS": "llmproxy.redis_client.ClusterCacheClient"},
+        }
+    }
+elif REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
@@ -189,10 +267,25 @@ LLMPROXY_USAGE_FLUSH_SECONDS = env_float("LLMPROXY_USAGE_FLUSH_SECONDS", 1.0, mi
 LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS = env_int("LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS", 4096, minimum=1)
 # A quota reservation never settled (its process died) is given back after this.
 LLMPROXY_QUOTA_HOLD_SECONDS = env_int("LLMPROXY_QUOTA_HOLD_SECONDS", 900, minimum=1)
+# Identical requests wait at most this long for the first one's answer (response cache).
+LLMPROXY_CACHE_LOCK_SECONDS = env_float("LLMPROXY_CACHE_LOCK_SECONDS", 30.0, minimum=0.1)
 # Cut off a stream that runs past the remaining token budget (for upstreams that ignore max_tokens).
 LLMPROXY_QUOTA_CUT_STREAMS = env_bool("LLMPROXY_QUOTA_CUT_STREAMS", True)
 LLMPROXY_UPSTREAM_MAX_CONNECTIONS = env_int("LLMPROXY_UPSTREAM_MAX_CONNECTIONS", 512, minimum=1)
 LLMPROXY_UPSTREAM_CONNECT_TIMEOUT = env_float("LLMPROXY_UPSTREAM_CONNECT_TIMEOUT", 5.0)
+# Circuit breaker per route, shared through Redis: after FAILURES failures within
+# WINDOW seconds the route is skipped; after COOLDOWN seconds one probe request
+# may use it, and its success closes the breaker. Processes re-read a route's
+# breaker at most every CACHE seconds.
+LLMPROXY_BREAKER_FAILURES = env_int("LLMPROXY_BREAKER_FAILURES", 5, minimum=1)
+LLMPROXY_BREAKER_WINDOW_SECONDS = env_float("LLMPROXY_BREAKER_WINDOW_SECONDS", 30.0, minimum=0.1)
+LLMPROXY_BREAKER_COOLDOWN_SECONDS = env_float("LLMPROXY_BREAKER_COOLDOWN_SECONDS", 30.0, minimum=0.1)
+LLMPROXY_BREAKER_CACHE_SECONDS = env_float("LLMPROXY_BREAKER_CACHE_SECONDS", 1.0)
+# Retries of one route (ModelPolicy.max_attempts): exponential backoff from BASE,
+# with jitter, at most MAX; an upstream's Retry-After is honoured up to RETRY_AFTER_MAX.
+LLMPROXY_RETRY_BACKOFF_BASE_SECONDS = env_float("LLMPROXY_RETRY_BACKOFF_BASE_SECONDS", 0.2)
+LLMPROXY_RETRY_BACKOFF_MAX_SECONDS = env_float("LLMPROXY_RETRY_BACKOFF_MAX_SECONDS", 5.0)
+LLMPROXY_RETRY_AFTER_MAX_SECONDS = env_float("LLMPROXY_RETRY_AFTER_MAX_SECONDS", 10.0)
 OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
 
 LOGGING = {
@@ -206,3 +299,28 @@ LOGGING = {
 # Keyed digests of API keys use this pepper (default: derived from SECRET_KEY).
 # Changing it invalidates every API key.
 LLMPROXY_KEY_PEPPER = env_secret("LLMPROXY_KEY_PEPPER", default="")
+
+# --- REST admin API (/api/v1/, llmproxy/api/) -------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "llmproxy.api.authentication.AccessTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "llmproxy.api.exceptions.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LLM proxy admin API",
+    "DESCRIPTION": "Tenants, users, API keys, providers, model routes, quotas, logs and usage.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from drf-spectacular-sidecar's static files: /api/docs/ loads no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+# The audit log's hash chain is keyed with this (default: derived from SECRET_KEY).
+# Changing it makes verify_audit_log reject every row written before.
+LLMPROXY_AUDIT_CHAIN_KEY = env_secret("LLMPROXY_AUDIT_CHAIN_KEY", default="")

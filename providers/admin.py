@@ -1,9 +1,10 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminURLFieldWidget
 
-from llmproxy.admin_scoping import TenantScopedAdmin
-from providers.models import ModelRoute, Provider
+from llmproxy.admin_scoping import ModelNamesField, TenantScopedAdmin
+from providers import breaker
+from providers.models import ModelPolicy, ModelRoute, Provider
 
 
 class ProviderForm(forms.ModelForm):
@@ -38,6 +39,7 @@ class ProviderForm(forms.ModelForm):
             "api_version",
             "timeout_seconds",
             "connect_timeout_seconds",
+            "first_byte_timeout_seconds",
             "extra_headers",
             "options",
         )
@@ -67,7 +69,10 @@ class ProviderAdmin(TenantScopedAdmin):
     fieldsets = (
         (None, {"fields": ("name", "kind", "base_url", "tenant", "is_active")}),
         ("Credential", {"fields": ("credential", "api_key", "clear_api_key", "api_key_env", "api_version")}),
-        ("Timeouts", {"fields": ("timeout_seconds", "connect_timeout_seconds")}),
+        (
+            "Timeouts",
+            {"fields": ("timeout_seconds", "connect_timeout_seconds", "first_byte_timeout_seconds")},
+        ),
         ("More", {"fields": ("extra_headers", "options")}),
     )
     readonly_fields = ("credential",)
@@ -106,6 +111,7 @@ class ModelRouteAdmin(TenantScopedAdmin):
         "output_price",
         "tenant",
         "is_active",
+        "circuit_breaker",
     )
     list_filter = ("is_active", "tenant")
     list_select_related = ("provider__tenant", "tenant")
@@ -114,4 +120,62 @@ class ModelRouteAdmin(TenantScopedAdmin):
         (None, {"fields": ("model", "provider", "upstream_model", "tenant", "is_active")}),
         ("Routing", {"fields": ("priority", "weight")}),
         ("Prices (USD per million tokens)", {"fields": ("input_price", "output_price")}),
+        ("Circuit breaker", {"fields": ("circuit_breaker",)}),
     )
+    readonly_fields = ("circuit_breaker",)
+    actions = ["reset_circuit_breakers"]
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        # One Redis round trip for the whole page rather than one per row.
+        found = breaker.states([route.id for route in changelist.result_list])
+        for route in changelist.result_list:
+            route.breaker_state = found.get(route.id)
+        return changelist
+
+    @admin.display(description="circuit breaker")
+    def circuit_breaker(self, obj):
+        if obj.pk is None:
+            return "-"
+        state = obj.breaker_state if hasattr(obj, "breaker_state") else breaker.states([obj.pk])[obj.pk]
+        return state.describe() if state is not None else "unknown (Redis does not answer)"
+
+    @admin.action(description="Reset the circuit breaker of the selected routes", permissions=["change"])
+    def reset_circuit_breakers(self, request, queryset):
+        routes = [route for route in queryset if self.is_owned(request, route)]
+        try:
+            breaker.reset(route.id for route in routes)
+        except breaker.REDIS_ERRORS as exc:
+            self.message_user(
+                request, f"Redis does not answer ({type(exc).__name__}); nothing reset.", messages.ERROR
+            )
+            return
+        for route in routes:
+            self.audit(request, "breaker_reset", route)
+        skipped = len(queryset) - len(routes)
+        note = f"; {skipped} shared routes left alone (only platform admins reset them)" if skipped else ""
+        self.message_user(request, f"Reset {len(routes)} circuit breakers{note}.", messages.SUCCESS)
+
+
+class ModelPolicyForm(forms.ModelForm):
+    fallback_models = ModelNamesField(
+        help_text="Comma-separated public models, tried in this order once every route of this one failed."
+    )
+
+    class Meta:
+        model = ModelPolicy
+        fields = ("model", "tenant", "strategy", "max_attempts", "deadline_seconds", "fallback_models")
+
+
+@admin.register(ModelPolicy)
+class ModelPolicyAdmin(TenantScopedAdmin):
+    has_shared_rows = True
+    form = ModelPolicyForm
+    list_display = ("model", "strategy", "max_attempts", "deadline_seconds", "fallbacks", "tenant")
+    list_filter = ("strategy", "tenant")
+    list_select_related = ("tenant",)
+    search_fields = ("model",)
+
+    @admin.display(description="fallback models")
+    def fallbacks(self, obj):
+        return ", ".join(obj.fallback_models) or "-"

@@ -8,8 +8,11 @@ provider can serve many test scenarios:
 - ``chunks``: number of content chunks in a stream (default 5)
 - ``latency_ms``: wait before the answer / first chunk
 - ``chunk_delay_ms``: wait between chunks
-- ``fail_status``: answer every request with this HTTP status
+- ``fail_status``: answer every request with this HTTP status (``retry_after``: with that Retry-After)
 - ``fail_after_chunks``: break a stream after this many chunks
+- ``hang``: never answer; ``reset``: close the connection without answering (mock server only)
+- ``fail_first``: the faults above apply to the first N requests for this exact
+  model name only, later ones succeed (mock server only: it counts requests)
 - ``usage``: report usage (default true); false makes the proxy estimate it
 - ``embedding_dims``: length of embedding vectors (default 8)
 """
@@ -21,7 +24,12 @@ from urllib.parse import parse_qsl
 
 from quotas.tokens import count_messages, count_prompt, count_text
 
-_INT_OPTIONS = ("chunks", "latency_ms", "chunk_delay_ms", "fail_status", "fail_after_chunks", "embedding_dims")
+_INT_OPTIONS = (
+    "chunks", "latency_ms", "chunk_delay_ms", "fail_status", "fail_after_chunks", "embedding_dims",
+    "hang", "reset", "fail_first",
+)
+# What ``fail_first`` turns off once its count of failed requests is spent.
+FAULTS = ("fail_status", "retry_after", "fail_after_chunks", "hang", "reset")
 
 
 def split_model(upstream_model: str, base_options: dict | None = None):

@@ -1,8 +1,10 @@
-"""A local upstream that speaks OpenAI's (and Azure's) wire format: ``python -m providers.mock_server``.
+"""A local upstream in the wire formats of OpenAI, Azure and Anthropic: ``python -m providers.mock_server``.
 
 For the end-to-end tests, the benchmark and trying the proxy without a real
 provider. Answers come from providers.mock_engine, driven by parameters in
-the model name (``mock-1?chunks=3&chunk_delay_ms=50&fail_after_chunks=2``).
+the model name (``mock-1?chunks=3&chunk_delay_ms=50&fail_after_chunks=2``);
+``tool=NAME`` answers a chat with a call of that tool (providers.mock_tools).
+Anthropic's ``/v1/messages`` is served by providers.mock_anthropic.
 It remembers the requests it received and how each stream ended, at
 ``GET /_mock/requests`` and ``GET /_mock/streams`` (``DELETE`` clears both).
 """
@@ -14,7 +16,8 @@ import contextlib
 import orjson
 from aiohttp import web
 
-from providers import mock_engine
+from providers import mock_engine, mock_tools
+from providers.mock_anthropic import AnthropicEndpoints
 
 _ENDPOINTS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
 
@@ -23,6 +26,7 @@ class MockUpstream:
     def __init__(self):
         self.requests = []
         self.streams = []
+        self.seen = {}  # model name -> requests received, for fail_first
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -30,6 +34,9 @@ class MockUpstream:
         app.router.add_post(
             "/openai/deployments/{deployment}/{endpoint:chat/completions|completions|embeddings}", self.azure
         )
+        anthropic = AnthropicEndpoints(self)
+        app.router.add_post("/v1/messages", anthropic.messages)
+        app.router.add_post("/v1/messages/count_tokens", anthropic.count_tokens)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_mock/requests", self.list_requests)
         app.router.add_get("/_mock/streams", self.list_streams)
@@ -37,7 +44,16 @@ class MockUpstream:
         app.router.add_delete("/_mock/streams", self.clear)
         return app
 
-    async def _remember(self, request, body):
+    def faults_for(self, name, options):
+        """``fail_first=N``: the faults in ``options`` for the first N requests of this model name only."""
+        if "fail_first" not in options:
+            return options
+        seen = self.seen[name] = self.seen.get(name, 0) + 1
+        if seen <= options["fail_first"]:
+            return options
+        return {k: v for k, v in options.items() if k not in mock_engine.FAULTS}
+
+    def remember(self, request, body):
         self.requests.append({
             "path": request.path,
             "query": dict(request.query),
@@ -61,27 +77,36 @@ class MockUpstream:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return _error(400, "invalid JSON")
-        await self._remember(request, body)
+        self.remember(request, body)
         if not isinstance(body, dict):
             return _error(400, "body must be an object")
         expected = request.app.get("required_key")
         if expected and request.headers.get("authorization") != f"Bearer {expected}":
             return _error(401, "Incorrect API key provided.")
-        model, options = mock_engine.split_model(deployment or str(body.get("model", "")))
+        name = deployment or str(body.get("model", ""))
+        model, options = mock_engine.split_model(name)
+        options = self.faults_for(name, options)
         if options.get("latency_ms"):
             await asyncio.sleep(options["latency_ms"] / 1000)
         if options.get("hang"):
             await asyncio.sleep(3600)
+        if options.get("reset"):
+            request.transport.abort()
+            return web.Response()  # never sent: the connection is gone
         if options.get("fail_status"):
             status = options["fail_status"]
             headers = {"retry-after": str(options["retry_after"])} if "retry_after" in options else None
             return _error(status, "mock failure", headers=headers)
+        tool = endpoint == "chat" and options.get("tool")
         if body.get("stream"):
-            return await self._stream(request, endpoint, model, body, options)
-        return web.Response(body=orjson.dumps(mock_engine.answer(endpoint, model, body, options)),
-                            content_type="application/json")
+            chunks = (mock_tools.stream_chunks(model, body, options) if tool
+                      else mock_engine.stream_chunks(endpoint, model, body, options))
+            return await self._stream(request, model, chunks, options)
+        answer = (mock_tools.chat_completion(model, body, options) if tool
+                  else mock_engine.answer(endpoint, model, body, options))
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
-    async def _stream(self, request, endpoint, model, body, options):
+    async def _stream(self, request, model, chunks, options):
         record = {"model": model, "sent": 0, "outcome": "started"}
         self.streams.append(record)
         response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
@@ -89,7 +114,7 @@ class MockUpstream:
         delay = options.get("chunk_delay_ms", 0) / 1000
         fail_after = options.get("fail_after_chunks")
         try:
-            for i, chunk in enumerate(mock_engine.stream_chunks(endpoint, model, body, options)):
+            for i, chunk in enumerate(chunks):
                 if fail_after is not None and i >= fail_after:
                     record["outcome"] = "dropped"
                     request.transport.close()
@@ -120,6 +145,7 @@ class MockUpstream:
     async def clear(self, request):
         self.requests.clear()
         self.streams.clear()
+        self.seen.clear()
         return web.Response(status=204)
 
 

@@ -2,7 +2,7 @@ import os
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from providers import crypto
@@ -41,6 +41,10 @@ class Provider(models.Model):
         help_text="Bounds one attempt: to the last byte of a plain answer, the first byte of a stream.",
     )
     connect_timeout_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
+    first_byte_timeout_seconds = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.1)],
+        help_text="Bounds the wait for a stream's first chunk, when shorter than the timeout.",
+    )
     options = models.JSONField(
         default=dict, blank=True,
         help_text="Kind-specific options, e.g. for mock: latency_ms, chunks, chunk_delay_ms, fail_status.",
@@ -133,3 +137,68 @@ class ModelRoute(models.Model):
             raise ValidationError({"provider": "This provider belongs to another tenant."})
         if not self.tenant_id and self.provider_id and self.provider.tenant_id:
             raise ValidationError({"provider": "A shared route needs a shared provider."})
+
+
+class ModelPolicyQuerySet(models.QuerySet):
+    def visible_to(self, tenant):
+        return self.filter(models.Q(tenant=tenant) | models.Q(tenant__isnull=True))
+
+
+class ModelPolicy(models.Model):
+    """How the routes of one public model are used: strategy, retries, deadline, fallback models.
+
+    A model without a policy is routed by priority, weighted within equal
+    priorities, one try per route. A tenant's own policy replaces the shared
+    one for that model, like its routes do.
+    """
+
+    class Strategy(models.TextChoices):
+        PRIORITY = "priority", "Priority (lower first), weighted within equal priorities"
+        WEIGHTED = "weighted", "Weighted random over all routes"
+        ROUND_ROBIN = "round_robin", "Round robin"
+        LEAST_LATENCY = "least_latency", "Least latency (moving average)"
+        LOWEST_COST = "lowest_cost", "Lowest cost (route prices)"
+
+    model = models.CharField(max_length=200, help_text="Public model name clients ask for.")
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="model_policies",
+        help_text="Empty: shared by all tenants.",
+    )
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.PRIORITY)
+    fallback_models = models.JSONField(
+        default=list, blank=True,
+        help_text="Public models whose routes are tried, in this order, once every route of this one failed.",
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)],
+        help_text="Tries of one route (with backoff) before the next route; 1: no retry.",
+    )
+    deadline_seconds = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.1)],
+        help_text="Bounds the whole request upstream: every try, backoff and fallback. Empty: no bound.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ModelPolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["model"]
+        verbose_name_plural = "model policies"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "model"], name="model_policy_unique_per_tenant"),
+            models.UniqueConstraint(
+                fields=["model"], condition=models.Q(tenant__isnull=True), name="model_policy_unique_shared"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.model} ({self.tenant or 'shared'}): {self.strategy}"
+
+    def clean(self):
+        if not isinstance(self.fallback_models, list) or not all(
+            isinstance(m, str) and m for m in self.fallback_models
+        ):
+            raise ValidationError({"fallback_models": "Give a list of public model names."})
+        if self.model in self.fallback_models:
+            raise ValidationError({"fallback_models": "A model cannot be its own fallback."})
