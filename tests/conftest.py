@@ -37,6 +37,7 @@ def globex_admin(globex):
 
 
 # --- end-to-end: real Daphne and a real upstream server ----------------------------
+import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -62,6 +63,27 @@ def proxy_server(django_db_setup, django_db_blocker, mock_upstream):
     process.base_url = base
     yield process
     process.stop()
+
+
+@pytest.fixture(autouse=True)
+def _proxy_usage_written(request):
+    """After a test that used the proxy, wait until the proxy wrote its usage rows.
+
+    The proxy writes them in batches just after each answer; the test's
+    teardown truncating the tables meanwhile deadlocks with that write on
+    PostgreSQL.
+    """
+    yield
+    if "proxy_server" not in request.fixturenames:
+        return
+    base = request.getfixturevalue("proxy_server").base_url
+    time.sleep(0.05)  # an answer's accounting runs just after its last byte
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{base}/metrics").text
+        if "\nllmproxy_usage_backlog 0.0\n" in metrics:
+            return
+        time.sleep(0.05)
 
 
 @pytest.fixture

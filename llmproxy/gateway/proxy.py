@@ -20,7 +20,7 @@ from django.conf import settings
 
 from keys.lookup import AuthFailure, KeyRecord, authenticate
 from llmproxy import metrics
-from llmproxy.gateway import sse
+from llmproxy.gateway import response_cache, sse
 from llmproxy.gateway.consumers import GatewayConsumer
 from llmproxy.gateway.errors import GatewayError, upstream_error_status
 from llmproxy.gateway.metering import Meter
@@ -53,7 +53,7 @@ class RequestState:
     """What one request did, for the usage record and the metrics."""
 
     __slots__ = ("key", "model", "status", "stream", "target", "meter", "error_type", "attempts", "ttfb_ms",
-                 "reservation", "cache_hit", "output_budget")
+                 "reservation", "cache_hit", "output_budget", "cache_key", "cache_lock", "cache_ttl")
 
     def __init__(self):
         self.key: KeyRecord | None = None
@@ -68,6 +68,9 @@ class RequestState:
         self.reservation = None
         self.cache_hit = False
         self.output_budget = None  # output tokens a stream may use before a quota cuts it off
+        self.cache_key = None  # where to store the answer (None: the cache is off or bypassed)
+        self.cache_lock = None
+        self.cache_ttl = 0
 
 
 class AuthenticatedConsumer(GatewayConsumer):
@@ -81,6 +84,10 @@ class AuthenticatedConsumer(GatewayConsumer):
 class ProxyConsumer(AuthenticatedConsumer):
     endpoint = "chat"
     streamable = True
+    # The endpoint named in usage records, when it is not ``endpoint`` (/v1/messages is served as chat).
+    record_endpoint = None
+    # Answers of this endpoint may come from the tenant's response cache.
+    response_cache = True
 
     async def handle(self, body):
         state = RequestState()
@@ -91,18 +98,19 @@ class ProxyConsumer(AuthenticatedConsumer):
             state.status = exc.status
             state.error_type = state.error_type or exc.code or exc.type
             if not self.response_started:
-                await self.send_error(exc, self.ratelimit_headers)
+                await self.send_error(exc, self.answer_headers(state))
         except asyncio.CancelledError:
             state.status = CLIENT_CLOSED
             state.error_type = "client_disconnected"
             raise
         finally:
+            if state.cache_lock is not None:
+                await state.cache_lock.release()
             await self._account(state)
 
     async def _proxy(self, body, state: RequestState):
-        state.key = key = await self.authenticate()
-        payload = decode_json(body)
-        VALIDATORS[self.endpoint](payload)
+        state.key = self.key_record = key = await self.authenticate()
+        payload = self.parse_payload(body)
         state.model = model = payload["model"]
         state.stream = stream = self.streamable and payload.get("stream") is True
         if not key.allows_model(model):
@@ -113,13 +121,19 @@ class ProxyConsumer(AuthenticatedConsumer):
             raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.",
                                param="model", code="model_not_found")
         state.meter = Meter(self.endpoint, payload)
+        if self.response_cache and key.tenant.cache_ttl_seconds > 0:
+            hit = await self._cache_lookup(key, payload, state)
+            if hit is not None:
+                await self._reserve(key, payload, targets, state, cache_hit=True)
+                await self._relay_cached(hit, state, payload, model)
+                return
         upstream_body = await self._reserve(key, payload, targets, state)
         client_wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         if stream:
             # Ask for usage even when the client did not; that chunk is removed again below.
             upstream_body["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
         try:
-            result = await call(targets, self.endpoint, lambda target: upstream_body, stream=stream)
+            result = await self.call_upstream(targets, upstream_body, stream)
         except AllRoutesFailed as failed:
             state.attempts = [a.as_dict() for a in failed.attempts]
             raise self._upstream_failure(failed.last)
@@ -130,21 +144,38 @@ class ProxyConsumer(AuthenticatedConsumer):
         else:
             await self._relay_answer(result, state, model)
 
-    async def _reserve(self, key: KeyRecord, payload: dict, targets, state) -> dict:
-        """Reserve quota (when limits apply) and return the body to send upstream."""
+    def parse_payload(self, body: bytes) -> dict:
+        """The request as an OpenAI body of ``self.endpoint``, or a 400."""
+        payload = decode_json(body)
+        VALIDATORS[self.endpoint](payload)
+        return payload
+
+    async def call_upstream(self, targets, upstream_body: dict, stream: bool):
+        # A fallback model must be one this key may use too.
+        return await call(targets, self.endpoint, lambda target: upstream_body, stream=stream,
+                          model_allowed=self.key_record.allows_model)
+
+    async def _reserve(self, key: KeyRecord, payload: dict, targets, state, cache_hit=False) -> dict:
+        """Reserve quota (when limits apply) and return the body to send upstream.
+
+        A cache hit counts as a request and costs no tokens.
+        """
         upstream_body = dict(payload)
         if not key.limits:
             return upstream_body
         from quotas import limiter
 
         requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
-        ask = limiter.Ask(
-            input_tokens=_count_input(self.endpoint, payload),
-            max_output_tokens=requested or (0 if self.endpoint == "embeddings"
-                                            else settings.LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS),
-            input_price=max(t.input_price for t in targets),
-            output_price=max(t.output_price for t in targets),
-        )
+        if cache_hit:
+            ask = limiter.Ask(input_tokens=0, max_output_tokens=0, input_price=Decimal(0), output_price=Decimal(0))
+        else:
+            ask = limiter.Ask(
+                input_tokens=_count_input(self.endpoint, payload),
+                max_output_tokens=requested or (0 if self.endpoint == "embeddings"
+                                                else settings.LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS),
+                input_price=max(t.input_price for t in targets),
+                output_price=max(t.output_price for t in targets),
+            )
         try:
             decision = await limiter.reserve(list(key.limits), ask, redis_down_policy=key.tenant.redis_down_policy)
         except limiter.LimiterUnavailable:
@@ -160,6 +191,8 @@ class ProxyConsumer(AuthenticatedConsumer):
                 headers={"retry-after": str(decision.retry_after)},
             )
         state.reservation = decision.reservation
+        if cache_hit:
+            return upstream_body
         if settings.LLMPROXY_QUOTA_CUT_STREAMS:
             state.output_budget = await limiter.remaining_tokens(decision.reservation)
         if self.endpoint != "embeddings" and decision.output_tokens < ask.max_output_tokens:
@@ -182,12 +215,15 @@ class ProxyConsumer(AuthenticatedConsumer):
         state.meter.observe_answer(answer)
         state.status = 200
         state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
-        await self.send_json(200, orjson.dumps(answer), self.ratelimit_headers, result.upstream_ms)
+        await self.send_json(200, orjson.dumps(answer), self.answer_headers(state), result.upstream_ms)
+        if state.cache_key is not None:
+            await response_cache.store(state.cache_key, answer, state.cache_ttl)
 
     async def _relay_stream(self, result, state, client_wants_usage, model):
         meter = state.meter
-        headers = dict(self.ratelimit_headers)
+        headers = self.answer_headers(state)
         headers["cache-control"] = "no-cache"
+        assembler = response_cache.StreamAssembler() if state.cache_key is not None else None
         headers["x-accel-buffering"] = "no"
         await self.start_response(200, b"text/event-stream", headers, result.upstream_ms)
         state.status = 200
@@ -203,6 +239,8 @@ class ProxyConsumer(AuthenticatedConsumer):
                 meter.observe_chunk(chunk)
                 if "model" in chunk:
                     chunk["model"] = model
+                if assembler is not None:
+                    assembler.add(chunk)
                 is_usage_only = not chunk.get("choices") and chunk.get("usage") is not None
                 if not is_usage_only or client_wants_usage:
                     await send({"type": "http.response.body", "body": sse.frame(orjson.dumps(chunk)),
@@ -226,6 +264,9 @@ class ProxyConsumer(AuthenticatedConsumer):
                 await send({"type": "http.response.body", "body": sse.frame(self._usage_chunk(meter, model)),
                             "more_body": True})
             await send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
+            if assembler is not None and (answer := assembler.answer()) is not None:
+                # Only a complete stream is stored: failed and cut-off ones returned above.
+                await response_cache.store(state.cache_key, answer, state.cache_ttl)
         except UpstreamError as exc:
             # Never a truncated stream that looks complete: an error event, and no [DONE].
             state.error_type = "upstream_stream_error"
@@ -234,6 +275,51 @@ class ProxyConsumer(AuthenticatedConsumer):
                         "more_body": False})
         finally:
             await result.chunks.aclose()
+
+    def answer_headers(self, state) -> dict:
+        headers = dict(self.ratelimit_headers)
+        if state.key is not None and state.key.tenant.cache_ttl_seconds > 0 and self.response_cache:
+            headers["x-llmproxy-cache"] = "hit" if state.cache_hit else "miss"
+        return headers
+
+    async def _cache_lookup(self, key: KeyRecord, payload: dict, state) -> dict | None:
+        """A cached answer, or None after arranging for this request's answer to be stored."""
+        if not response_cache.cacheable(payload, key.tenant):
+            return None
+        directive = response_cache.request_directive(self.request_headers)
+        if directive == "no-store":
+            return None
+        cache_key = response_cache.cache_key(key.tenant, self.endpoint, state.model, payload)
+        state.cache_key, state.cache_ttl = cache_key, key.tenant.cache_ttl_seconds
+        if directive == "no-cache":
+            return None
+        hit = await response_cache.lookup(cache_key)
+        if hit is not None:
+            return hit
+        # Identical requests in flight: one goes upstream, the others wait for its answer.
+        lock = response_cache.Lock(cache_key)
+        if await lock.acquire_or_wait(settings.LLMPROXY_CACHE_LOCK_SECONDS):
+            state.cache_lock = lock
+            return None
+        return await response_cache.lookup(cache_key)
+
+    async def _relay_cached(self, answer: dict, state, payload: dict, model: str):
+        state.cache_hit = True
+        state.cache_key = None  # nothing to store
+        state.status = 200
+        answer["model"] = model
+        headers = self.answer_headers(state)
+        if state.stream:
+            include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+            headers["cache-control"] = "no-cache"
+            await self.start_response(200, b"text/event-stream", headers)
+            for chunk in response_cache.replay_chunks(answer, include_usage):
+                await self.send({"type": "http.response.body", "body": sse.frame(orjson.dumps(chunk)),
+                                 "more_body": True})
+            await self.send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
+        else:
+            await self.send_json(200, orjson.dumps(answer), headers)
+        state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
 
     def _usage_chunk(self, meter, model):
         prompt, completion = meter.finish()
@@ -245,7 +331,7 @@ class ProxyConsumer(AuthenticatedConsumer):
     async def _account(self, state: RequestState):
         key = state.key
         tenant = key.tenant.slug if key else ""
-        provider = state.target.provider.name if state.target else ""
+        provider = "cache" if state.cache_hit else (state.target.provider.name if state.target else "")
         metrics.REQUESTS.labels(tenant, state.model, provider, str(state.status)).inc()
         if key is None:
             return
@@ -272,7 +358,7 @@ class ProxyConsumer(AuthenticatedConsumer):
             tenant_id=key.tenant.id,
             api_key_id=key.id,
             key_prefix=key.prefix,
-            endpoint=self.endpoint,
+            endpoint=self.record_endpoint or self.endpoint,
             model=state.model,
             status=state.status,
             stream=state.stream,

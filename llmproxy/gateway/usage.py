@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+import orjson
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, connections, router, transaction
 from django.db.models import F, Q
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class UsageRecorder:
         self._pending: deque[UsageRecord] = deque()
         self._lock = threading.Lock()
         self._tasks: dict = {}
+        self._writing = 0
         self.dropped = 0
 
     def add(self, record: UsageRecord):
@@ -89,6 +91,10 @@ class UsageRecorder:
     def pending(self) -> int:
         return len(self._pending)
 
+    def backlog(self) -> int:
+        """Records not yet in the database: buffered or being written."""
+        return len(self._pending) + self._writing
+
     def flush(self) -> int:
         """Write everything buffered (sync; safe from any thread). Returns the rows written."""
         with self._lock:
@@ -97,6 +103,7 @@ class UsageRecorder:
                 batch.append(self._pending.popleft())
             if not batch:
                 return 0
+            self._writing = len(batch)
             try:
                 try:
                     _write(batch)
@@ -110,6 +117,7 @@ class UsageRecorder:
                 self._pending.extendleft(reversed(batch))
                 raise
             finally:
+                self._writing = 0
                 close_old_connections()
             return len(batch)
 
@@ -131,30 +139,47 @@ def _write(batch: list[UsageRecord]):
         agg[3] += r.cost
         agg[4] += 1 if r.status >= 400 or r.error_type else 0
         agg[5] += 1 if r.cache_hit else 0
-        if r.api_key_id is not None and (r.api_key_id not in last_used or last_used[r.api_key_id] < r.created_at):
-            last_used[r.api_key_id] = r.created_at
+        key_id = r.api_key_id
+        if key_id is not None and (key_id not in last_used or last_used[key_id] < r.created_at):
+            last_used[key_id] = r.created_at
 
     with transaction.atomic():
-        RequestLog.objects.bulk_create(
-            [
-                RequestLog(
-                    created_at=r.created_at, request_id=r.request_id, tenant_id=r.tenant_id,
-                    api_key_id=r.api_key_id, key_prefix=r.key_prefix, endpoint=r.endpoint, model=r.model,
-                    provider=r.provider, upstream_model=r.upstream_model, status=r.status, stream=r.stream,
-                    input_tokens=r.input_tokens, output_tokens=r.output_tokens,
-                    tokens_estimated=r.tokens_estimated, cost=r.cost, latency_ms=r.latency_ms,
-                    ttfb_ms=r.ttfb_ms, cache_hit=r.cache_hit, error_type=r.error_type, attempts=r.attempts,
-                )
-                for r in batch
-            ],
-            batch_size=1000,
-        )
+        db = connections[router.db_for_write(RequestLog)]
+        if db.vendor == "postgresql":
+            _copy_request_logs(db, RequestLog, batch)
+        else:
+            rows = [RequestLog(**_row(RequestLog, r)) for r in batch]
+            RequestLog.objects.bulk_create(rows, batch_size=1000)
         for (bucket, tenant_id, api_key_id, model), agg in rollups.items():
             _add_usage(TokenUsageMetric, bucket, tenant_id, api_key_id, model, agg)
         for api_key_id, when in last_used.items():
-            ApiKey.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=when), id=api_key_id).update(
-                last_used_at=when
-            )
+            stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=when)
+            ApiKey.objects.filter(stale, id=api_key_id).update(last_used_at=when)
+
+
+def _columns(model):
+    """(field, default) of every column but the primary key: a record fills what it has, defaults the rest."""
+    return [(f, f.get_default()) for f in model._meta.concrete_fields if not f.primary_key]
+
+
+def _row(model, record: UsageRecord) -> dict:
+    return {f.attname: getattr(record, f.attname, default) for f, default in _columns(model)}
+
+
+def _copy_request_logs(db, model, batch: list[UsageRecord]):
+    # COPY rather than bulk_create: measured 110-180 µs of CPU per row through the ORM (model
+    # instances, per-field preparation, array parameters) and a tenth of that by COPY, on a
+    # thread that shares the GIL with the serving loop (bench/README.md).
+    columns = _columns(model)
+    quote = db.ops.quote_name
+    sql = f"COPY {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f, _ in columns)}) FROM STDIN"
+    json_columns = {i for i, (f, _) in enumerate(columns) if f.get_internal_type() == "JSONField"}
+    with db.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for record in batch:
+            row = [getattr(record, f.attname, default) for f, default in columns]
+            for i in json_columns:
+                row[i] = orjson.dumps(row[i]).decode()
+            copy.write_row(row)
 
 
 def _without_deleted_owners(batch):
