@@ -21,13 +21,46 @@ class AuditLog(models.Model):
     target_repr = models.CharField(max_length=300, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
+    # The hash chain (audit/chain.py): one chain per tenant, numbered by the tenant's
+    # id at write time (0: rows of no tenant), so deleting a tenant (tenant set to
+    # NULL) leaves its rows verifiable. Rows without a chain were not written by
+    # audit_record and fail verification.
+    chain = models.PositiveBigIntegerField(null=True, blank=True, editable=False)
+    seq = models.PositiveBigIntegerField(null=True, blank=True, editable=False)
+    prev_hash = models.CharField(max_length=64, blank=True, editable=False)
+    row_hash = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "-created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            # Verification walks one chain in id order.
+            models.Index(fields=["chain", "id"], name="audit_log_chain_walk"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "seq"], name="audit_log_chain_seq_unique"),
+        ]
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target_repr}"
+
+
+class AuditChain(models.Model):
+    """The head of one audit chain: its newest row, and where purges cut it.
+
+    audit_record locks this row while it appends, so two writers of one chain
+    cannot both link to the same predecessor. The anchor is the last purged
+    row: the oldest row left must link to it.
+    """
+
+    chain = models.PositiveBigIntegerField(unique=True)
+    seq = models.PositiveBigIntegerField(default=0)
+    row_hash = models.CharField(max_length=64, blank=True)
+    anchor_seq = models.PositiveBigIntegerField(default=0)
+    anchor_hash = models.CharField(max_length=64, blank=True)
+
+    def __str__(self):
+        return f"audit chain {self.chain} at {self.seq}"
 
 
 class RequestLog(models.Model):

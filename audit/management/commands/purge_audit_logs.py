@@ -4,7 +4,7 @@ from contextlib import contextmanager
 
 from django.utils import timezone
 
-from audit.purge import BATCH_SIZE, logs_count, logs_purge
+from audit.purge import BATCH_SIZE, logs_count, logs_purge, retention_scopes
 from llmproxy.management import ProxyCommand, positive_duration_argument, whole_number_argument
 
 
@@ -25,18 +25,18 @@ def _stop_on_sigterm():
 
 class Command(ProxyCommand):
     help = (
-        "Delete audit log and request log rows older than --older-than, in batches of short "
-        "transactions; --tenant limits it to one tenant's rows, --dry-run only counts them. "
-        "SIGTERM stops it cleanly between batches."
+        "Delete audit log and request log rows older than --older-than, or without it older than each "
+        "tenant's retention_days (rows of no tenant: 90 days), in batches of short transactions; "
+        "--tenant limits it to one tenant's rows, --dry-run only counts them. Hourly usage rollups are "
+        "kept. SIGTERM stops it cleanly between batches."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--older-than",
             type=positive_duration_argument,
-            required=True,
             metavar="DURATION",
-            help="Age of the rows to delete, like 30d or 24h.",
+            help="Age of the rows to delete, like 30d or 24h (default: each tenant's retention_days).",
         )
         self.add_tenant_argument(parser, help_text="Purge only this tenant's rows.")
         parser.add_argument("--dry-run", action="store_true", help="Count the rows, delete nothing.")
@@ -50,22 +50,41 @@ class Command(ProxyCommand):
 
     def handle(self, *args, older_than, tenant, dry_run, batch_size, **options):
         tenant = self.get_tenant(tenant)
-        cutoff = timezone.now() - older_than
-        scope = f" of tenant {tenant.slug}" if tenant else ""
-        self.stdout.write(f"rows{scope} older than {cutoff.isoformat(timespec='seconds')}:")
-        if dry_run:
-            for table, count in logs_count(cutoff=cutoff, tenant=tenant).items():
-                self.stdout.write(f"{table}: {count} would be deleted (dry run)")
-            return
+        now = timezone.now()
+        if older_than is not None:
+            scope = f" of tenant {tenant.slug}" if tenant else ""
+            self.stdout.write(f"rows{scope} older than {(now - older_than).isoformat(timespec='seconds')}:")
+            plan = [(None, now - older_than, tenant)]
+        else:
+            self.stdout.write("rows older than each tenant's retention_days:")
+            plan = [
+                (f"{s.label} ({s.days} days)", s.cutoff(now), s.tenant)
+                for s in retention_scopes(tenant)
+                if s.days > 0  # 0 is no retention period: nothing is purged
+            ]
+        totals = {}
         with _stop_on_sigterm() as stop:
-            deleted = logs_purge(
-                cutoff=cutoff,
-                tenant=tenant,
-                batch_size=batch_size,
-                should_stop=stop.is_set,
-                actor=self.audit_actor,
-            )
-        for table, count in deleted.items():
-            self.stdout.write(f"{table}: {count} deleted")
+            for label, cutoff, scope_tenant in plan:
+                if stop.is_set():
+                    break
+                if dry_run:
+                    counts = logs_count(cutoff=cutoff, tenant=scope_tenant)
+                else:
+                    counts = logs_purge(
+                        cutoff=cutoff,
+                        tenant=scope_tenant,
+                        batch_size=batch_size,
+                        should_stop=stop.is_set,
+                        actor=self.audit_actor,
+                    )
+                if label is not None:
+                    listed = ", ".join(f"{table} {count}" for table, count in counts.items())
+                    self.stdout.write(f"{label}: {listed}")
+                for table, count in counts.items():
+                    totals[table] = totals.get(table, 0) + count
+        for table in ("AuditLog", "RequestLog"):
+            count = totals.get(table, 0)
+            done = "would be deleted (dry run)" if dry_run else "deleted"
+            self.stdout.write(f"{table}: {count} {done}")
         if stop.is_set():
             self.stdout.write("stopped by SIGTERM; run the command again to delete the rest")
