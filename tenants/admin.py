@@ -152,3 +152,6 @@ class UserAdmin(TenantScopedAdmin, DjangoUserAdmin):
         if obj.role == User.Role.ADMIN and not is_platform_admin(request.user):
             raise PermissionDenied
         super().save_model(request, obj, form, change)
+
+
+from tenants import admin_guardrails  # noqa: E402, F401 - registers GuardrailAdmin

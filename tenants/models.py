@@ -97,3 +97,113 @@ class User(AbstractUser):
         self.is_staff = self.role in (self.Role.ADMIN, self.Role.TENANT_ADMIN)
         self.is_superuser = self.role == self.Role.ADMIN
         super().save(*args, **kwargs)
+
+
+class GuardrailQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(is_active=True)
+
+
+class Guardrail(models.Model):
+    """A tenant's content rule on prompts and answers: what to look for, where, and what to do."""
+
+    class Detector(models.TextChoices):
+        EMAIL = "email", "Email addresses"
+        PHONE = "phone", "Phone numbers"
+        CARD = "card", "Payment card numbers (Luhn-checked)"
+        IBAN = "iban", "IBANs (checksum-checked)"
+        SECRET = "secret", "API keys and tokens (OpenAI, Anthropic, AWS, GitHub, JWT)"
+        IP = "ip", "IP addresses (v4 and v6)"
+        REGEX = "regex", "Regular expression"
+        WORDLIST = "wordlist", "Word list"
+
+    class Direction(models.TextChoices):
+        REQUEST = "request", "Requests (prompts)"
+        RESPONSE = "response", "Responses (answers)"
+        BOTH = "both", "Both"
+
+    class Action(models.TextChoices):
+        BLOCK = "block", "Block"
+        MASK = "mask", "Mask"
+        FLAG = "flag", "Flag"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="guardrails")
+    name = models.CharField(max_length=100)
+    detector = models.CharField(max_length=16, choices=Detector.choices)
+    pattern = models.TextField(
+        blank=True, help_text="For the regex detector: checked when saved, run with a time bound."
+    )
+    words = models.JSONField(
+        default=list, blank=True, help_text="For the word-list detector: whole words, any case."
+    )
+    direction = models.CharField(max_length=8, choices=Direction.choices, default=Direction.BOTH)
+    action = models.CharField(max_length=8, choices=Action.choices, default=Action.FLAG)
+    shadow = models.BooleanField(
+        default=False, help_text="Flag only: record what the rule would have done, change nothing."
+    )
+    api_keys = models.ManyToManyField(
+        "keys.ApiKey", blank=True, related_name="guardrails",
+        help_text="Keys this rule applies to; none means all.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Declared last: from here on the class body's ``models`` is this field, not django.db.models.
+    models = models.JSONField(
+        default=list, blank=True, help_text="Public model names this rule applies to; empty means all."
+    )
+
+    objects = GuardrailQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="guardrail_name_unique_per_tenant"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        from llmproxy.guardrails.regex_timeout import UnsafePattern, check_pattern
+
+        errors = {}
+        if self.detector == self.Detector.REGEX:
+            try:
+                check_pattern(self.pattern)
+            except UnsafePattern as exc:
+                errors["pattern"] = str(exc)
+        elif self.pattern:
+            errors["pattern"] = "Only the regex detector takes a pattern."
+        if self.detector == self.Detector.WORDLIST:
+            if not isinstance(self.words, list) or not all(isinstance(w, str) for w in self.words):
+                errors["words"] = "Give a list of words."
+            elif not any(w.strip() for w in self.words):
+                errors["words"] = "Give at least one word."
+        elif self.words:
+            errors["words"] = "Only the word-list detector takes words."
+        if not isinstance(self.models, list) or not all(isinstance(m, str) and m for m in self.models):
+            errors["models"] = "Give a list of model names."
+        if errors:
+            raise ValidationError(errors)
+
+
+class GuardrailHit(models.Model):
+    """How many requests a guardrail acted on (or would have, in shadow mode) in one UTC day."""
+
+    guardrail = models.ForeignKey(Guardrail, on_delete=models.CASCADE, related_name="hits")
+    day = models.DateField()
+    action = models.CharField(max_length=8, choices=Guardrail.Action.choices)
+    shadow = models.BooleanField(default=False)
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["guardrail", "day", "action", "shadow"], name="guardrail_hit_unique_day"
+            ),
+        ]
+
+    def __str__(self):
+        shadow = " (shadow)" if self.shadow else ""
+        return f"{self.guardrail_id} {self.day} {self.action}{shadow}: {self.count}"

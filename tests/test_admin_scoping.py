@@ -492,6 +492,8 @@ def test_a_tenant_admin_logs_in_and_sees_the_models_they_manage(acme_admin):
         "ApiKey",
         "Provider",
         "ModelRoute",
+        "ModelPolicy",
+        "Guardrail",
         "QuotaLimit",
         "AuditLog",
         "RequestLog",

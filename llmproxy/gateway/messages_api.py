@@ -119,6 +119,11 @@ class MessagesConsumer(ProxyConsumer):
         self.native = native
         return chat_translation(native)
 
+    def check_request_guardrails(self, guard, payload):
+        # An Anthropic route is sent the client's own request: mask it as well as the translation.
+        self.native = guard.check_anthropic_request(self.native)
+        return super().check_request_guardrails(guard, payload)
+
     async def call_upstream(self, targets, upstream_body, stream):
         # The quota may have cut max_tokens in the translation; the passed-through request must say the same.
         native = NativeRequest({**self.native, "max_tokens": upstream_body["max_tokens"]},

@@ -26,6 +26,8 @@ from llmproxy.gateway.errors import GatewayError, upstream_error_status
 from llmproxy.gateway.metering import Meter
 from llmproxy.gateway.usage import UsageRecord, recorder
 from llmproxy.gateway.validation import VALIDATORS, decode_json
+from llmproxy.guardrails.cache import guard_for
+from llmproxy.guardrails.engine import GuardrailBlocked
 from providers import routing_table
 from providers.adapters.base import UpstreamError
 from providers.router import AllRoutesFailed, call
@@ -53,7 +55,7 @@ class RequestState:
     """What one request did, for the usage record and the metrics."""
 
     __slots__ = ("key", "model", "status", "stream", "target", "meter", "error_type", "attempts", "ttfb_ms",
-                 "reservation", "cache_hit", "output_budget", "cache_key", "cache_lock", "cache_ttl")
+                 "reservation", "cache_hit", "output_budget", "cache_key", "cache_lock", "cache_ttl", "guard")
 
     def __init__(self):
         self.key: KeyRecord | None = None
@@ -71,6 +73,7 @@ class RequestState:
         self.cache_key = None  # where to store the answer (None: the cache is off or bypassed)
         self.cache_lock = None
         self.cache_ttl = 0
+        self.guard = None  # the tenant's guardrails for this request, when any apply
 
 
 class AuthenticatedConsumer(GatewayConsumer):
@@ -113,6 +116,11 @@ class ProxyConsumer(AuthenticatedConsumer):
         payload = self.parse_payload(body)
         state.model = model = payload["model"]
         state.stream = stream = self.streamable and payload.get("stream") is True
+        state.guard = guard = await guard_for(key, model, self.request_id)
+        if guard is not None:
+            # A blocked prompt is a 400 (before 403/404, the cache and the quota); a masked one
+            # is what the cache key, the quota and the upstream see.
+            payload = self.check_request_guardrails(guard, payload)
         if not key.allows_model(model):
             raise GatewayError(403, f"This API key may not use the model '{model}'.", param="model",
                                code="model_not_allowed")
@@ -149,6 +157,10 @@ class ProxyConsumer(AuthenticatedConsumer):
         payload = decode_json(body)
         VALIDATORS[self.endpoint](payload)
         return payload
+
+    def check_request_guardrails(self, guard, payload: dict) -> dict:
+        """The payload with the request rules applied: masked, or GuardrailBlocked."""
+        return guard.check_request(self.endpoint, payload)
 
     async def call_upstream(self, targets, upstream_body: dict, stream: bool):
         # A fallback model must be one this key may use too.
@@ -213,6 +225,8 @@ class ProxyConsumer(AuthenticatedConsumer):
         if "model" in answer:
             answer["model"] = model
         state.meter.observe_answer(answer)
+        if state.guard is not None:
+            state.guard.check_answer(self.endpoint, answer)
         state.status = 200
         state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
         await self.send_json(200, orjson.dumps(answer), self.answer_headers(state), result.upstream_ms)
@@ -232,6 +246,8 @@ class ProxyConsumer(AuthenticatedConsumer):
         budget = state.output_budget
         if budget is not None:
             meter.count_output_as_it_streams()
+        # Response rules: content deltas masked in place, a little text held back across chunks.
+        masker = state.guard.stream(self.endpoint) if state.guard is not None else None
         try:
             chunk = result.first_chunk
             chunks = result.chunks
@@ -239,6 +255,8 @@ class ProxyConsumer(AuthenticatedConsumer):
                 meter.observe_chunk(chunk)
                 if "model" in chunk:
                     chunk["model"] = model
+                if masker is not None:
+                    masker.filter_chunk(chunk)
                 if assembler is not None:
                     assembler.add(chunk)
                 is_usage_only = not chunk.get("choices") and chunk.get("usage") is not None
@@ -260,6 +278,11 @@ class ProxyConsumer(AuthenticatedConsumer):
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
+            for held in masker.finish() if masker is not None else ():
+                if assembler is not None:
+                    assembler.add(held)
+                await send({"type": "http.response.body", "body": sse.frame(orjson.dumps(held)),
+                            "more_body": True})
             if client_wants_usage and not meter.usage_seen:
                 await send({"type": "http.response.body", "body": sse.frame(self._usage_chunk(meter, model)),
                             "more_body": True})
@@ -267,6 +290,11 @@ class ProxyConsumer(AuthenticatedConsumer):
             if assembler is not None and (answer := assembler.answer()) is not None:
                 # Only a complete stream is stored: failed and cut-off ones returned above.
                 await response_cache.store(state.cache_key, answer, state.cache_ttl)
+        except GuardrailBlocked as exc:
+            # The answer stops before the match: an error event naming the rule, and no [DONE].
+            state.error_type = exc.code
+            await send({"type": "http.response.body", "body": sse.frame(exc.openai_body()),
+                        "more_body": False})
         except UpstreamError as exc:
             # Never a truncated stream that looks complete: an error event, and no [DONE].
             state.error_type = "upstream_stream_error"
@@ -306,6 +334,9 @@ class ProxyConsumer(AuthenticatedConsumer):
     async def _relay_cached(self, answer: dict, state, payload: dict, model: str):
         state.cache_hit = True
         state.cache_key = None  # nothing to store
+        if state.guard is not None:
+            # A cached answer passes the response rules as a fresh one does: rules may have changed since.
+            state.guard.check_answer(self.endpoint, answer)
         state.status = 200
         answer["model"] = model
         headers = self.answer_headers(state)
@@ -373,6 +404,7 @@ class ProxyConsumer(AuthenticatedConsumer):
             cache_hit=state.cache_hit,
             error_type=state.error_type,
             attempts=state.attempts,
+            guardrail_hits=state.guard.hits if state.guard is not None else (),
         ))
 
 

@@ -50,6 +50,7 @@ class UsageRecord:
     cache_hit: bool = False
     error_type: str = ""
     attempts: list = field(default_factory=list)
+    guardrail_hits: tuple | list = ()  # llmproxy.guardrails.hits.Hit, one per guardrail that fired
 
 
 class UsageRecorder:
@@ -155,6 +156,11 @@ def _write(batch: list[UsageRecord]):
         for api_key_id, when in last_used.items():
             stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=when)
             ApiKey.objects.filter(stale, id=api_key_id).update(last_used_at=when)
+        hits = [hit for r in batch for hit in r.guardrail_hits]
+        if hits:
+            from llmproxy.guardrails.hits import record_hits
+
+            record_hits(hits)
 
 
 def _columns(model):
