@@ -136,6 +136,9 @@ class AuthFailureTally:
             if prefix and prefix not in bucket.key_prefixes and len(bucket.key_prefixes) < self.MAX_PREFIXES:
                 bucket.key_prefixes.append(prefix)
 
+    def pending(self) -> bool:
+        return bool(self._buckets)
+
     def drain(self):
         with self._lock:
             buckets, self._buckets = list(self._buckets.values()), {}

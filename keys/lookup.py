@@ -57,7 +57,18 @@ class KeyRecord:
 
 
 class AuthFailure(Exception):
-    """The key is missing, unknown, wrong, revoked or expired, or its tenant is inactive."""
+    """The key is missing, unknown, wrong, revoked or expired, or its tenant is inactive.
+
+    ``reason`` is one of missing, malformed, unknown, wrong_secret, revoked,
+    expired, tenant_inactive (for the security audit); ``prefix`` and
+    ``tenant_id`` are set when the key's prefix names a real key.
+    """
+
+    def __init__(self, message, reason, prefix=None, tenant_id=None):
+        super().__init__(message)
+        self.reason = reason
+        self.prefix = prefix
+        self.tenant_id = tenant_id
 
 
 def _load(prefix: str):
@@ -123,12 +134,13 @@ async def _record_for(prefix: str):
 
 async def authenticate(key: str | None) -> KeyRecord:
     if not key:
-        raise AuthFailure("Missing API key: pass it as 'Authorization: Bearer KEY'.")
+        raise AuthFailure("Missing API key: pass it as 'Authorization: Bearer KEY'.", "missing")
     parts = secrets.split(key)
     if parts is None:
-        raise AuthFailure("Invalid API key.")
+        raise AuthFailure("Invalid API key.", "malformed")
     prefix = parts[0]
     record, load = await _record_for(prefix)
+    found = record
     now = time.time()
     if record is not None and not _secret_matches(record, key, now):
         # Perhaps rotated a moment ago: look again, at most twice a second per
@@ -144,13 +156,15 @@ async def authenticate(key: str | None) -> KeyRecord:
         else:
             record = None
     if record is None:
-        raise AuthFailure("Invalid API key.")
+        if found is None:
+            raise AuthFailure("Invalid API key.", "unknown", prefix)
+        raise AuthFailure("Invalid API key.", "wrong_secret", prefix, found.tenant.id)
     if record.revoked:
-        raise AuthFailure("This API key has been revoked.")
+        raise AuthFailure("This API key has been revoked.", "revoked", prefix, record.tenant.id)
     if record.expires_at is not None and now >= record.expires_at:
-        raise AuthFailure("This API key has expired.")
+        raise AuthFailure("This API key has expired.", "expired", prefix, record.tenant.id)
     if not record.tenant.is_active:
-        raise AuthFailure("This API key's tenant is inactive.")
+        raise AuthFailure("This API key's tenant is inactive.", "tenant_inactive", prefix, record.tenant.id)
     return record
 
 

@@ -267,6 +267,8 @@ LLMPROXY_USAGE_FLUSH_SECONDS = env_float("LLMPROXY_USAGE_FLUSH_SECONDS", 1.0, mi
 LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS = env_int("LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS", 4096, minimum=1)
 # A quota reservation never settled (its process died) is given back after this.
 LLMPROXY_QUOTA_HOLD_SECONDS = env_int("LLMPROXY_QUOTA_HOLD_SECONDS", 900, minimum=1)
+# Failed key authentications from one address per minute (per process) before it gets 429.
+LLMPROXY_AUTH_FAILURES_PER_MINUTE = env_int("LLMPROXY_AUTH_FAILURES_PER_MINUTE", 100, minimum=1)
 # Identical requests wait at most this long for the first one's answer (response cache).
 LLMPROXY_CACHE_LOCK_SECONDS = env_float("LLMPROXY_CACHE_LOCK_SECONDS", 30.0, minimum=0.1)
 # Cut off a stream that runs past the remaining token budget (for upstreams that ignore max_tokens).
@@ -286,15 +288,54 @@ LLMPROXY_BREAKER_CACHE_SECONDS = env_float("LLMPROXY_BREAKER_CACHE_SECONDS", 1.0
 LLMPROXY_RETRY_BACKOFF_BASE_SECONDS = env_float("LLMPROXY_RETRY_BACKOFF_BASE_SECONDS", 0.2)
 LLMPROXY_RETRY_BACKOFF_MAX_SECONDS = env_float("LLMPROXY_RETRY_BACKOFF_MAX_SECONDS", 5.0)
 LLMPROXY_RETRY_AFTER_MAX_SECONDS = env_float("LLMPROXY_RETRY_AFTER_MAX_SECONDS", 10.0)
+# --- Observability (docs/observability.md) ------------------------------------------
+# Tracing is switched on by llmproxy.tracing.setup() from OTEL_* variables, read before Django starts.
 OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+# GET /metrics answers a scraper whose address is in one of these networks and, when a token is
+# set, that sends it as "Authorization: Bearer TOKEN". Loopback only by default.
+LLMPROXY_METRICS_TOKEN = env_secret("LLMPROXY_METRICS_TOKEN", default="")
+
+
+def env_networks(name, default):
+    import ipaddress
+
+    networks = []
+    for text in env.list(name, default=default):
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {text!r} is not a network (10.0.0.0/8, ::1/128...)") from exc
+    return networks
+
+
+LLMPROXY_METRICS_ALLOWED_NETWORKS = env_networks(
+    "LLMPROXY_METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"]
+)
+# Several processes of one host share their metrics through this directory (prometheus-client's
+# multiprocess mode); it must exist, and be emptied before the processes start.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory")
+
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or plain")
+# One line per proxied request (logger llmproxy.access), whatever LOG_LEVEL says.
+LLMPROXY_ACCESS_LOG = env_bool("LLMPROXY_ACCESS_LOG", True)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "llmproxy.logging_json.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "llmproxy.access": {"level": "INFO" if LLMPROXY_ACCESS_LOG else "WARNING"},
+    },
 }
 # Keyed digests of API keys use this pepper (default: derived from SECRET_KEY).
 # Changing it invalidates every API key.

@@ -36,8 +36,7 @@ class Meter:
         return True
 
     def observe_answer(self, answer: dict):
-        if self.take_usage(answer.get("usage")):
-            return
+        self.take_usage(answer.get("usage"))
         for choice in answer.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
@@ -81,6 +80,11 @@ class Meter:
             self.input_tokens = count_request_input(self.endpoint, self.body)
             self.output_tokens = count_text("".join(self._parts))
         return self.input_tokens, self.output_tokens
+
+    @property
+    def text(self) -> str:
+        """The answer's text as far as it went (for tenants that store completions)."""
+        return "".join(self._parts)
 
     @property
     def usage_seen(self):

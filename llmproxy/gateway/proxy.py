@@ -20,7 +20,7 @@ from django.conf import settings
 
 from keys.lookup import AuthFailure, KeyRecord, authenticate
 from llmproxy import metrics
-from llmproxy.gateway import response_cache, sse
+from llmproxy.gateway import auth_throttle, response_cache, sse
 from llmproxy.gateway.consumers import GatewayConsumer
 from llmproxy.gateway.errors import GatewayError, upstream_error_status
 from llmproxy.gateway.metering import Meter
@@ -78,9 +78,16 @@ class RequestState:
 
 class AuthenticatedConsumer(GatewayConsumer):
     async def authenticate(self) -> KeyRecord:
+        client = self.scope.get("client")
+        ip = client[0] if client else ""
+        wait = auth_throttle.retry_after(ip)
+        if wait is not None:
+            raise GatewayError(429, "Too many failed authentications from this address; try again later.",
+                               code="auth_throttled", headers={"retry-after": str(wait)})
         try:
             return await authenticate(key_from_headers(self.request_headers))
         except AuthFailure as exc:
+            auth_throttle.failed(ip, exc)
             raise GatewayError(401, str(exc), code="invalid_api_key")
 
 
@@ -405,7 +412,18 @@ class ProxyConsumer(AuthenticatedConsumer):
             error_type=state.error_type,
             attempts=state.attempts,
             guardrail_hits=state.guard.hits if state.guard is not None else (),
+            **_stored_text(key, state),
         ))
+
+
+def _stored_text(key: KeyRecord, state: RequestState) -> dict:
+    """Prompt and completion, only for a tenant that opted in (redacted by the usage writer)."""
+    if not key.tenant.store_prompts or state.meter is None:
+        return {}
+    body = state.meter.body
+    prompt = body.get("messages", body.get("prompt", body.get("input", "")))
+    return {"prompt": prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode(),
+            "completion": state.meter.text}
 
 
 def _count_input(endpoint, payload):

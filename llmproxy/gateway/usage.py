@@ -50,6 +50,9 @@ class UsageRecord:
     cache_hit: bool = False
     error_type: str = ""
     attempts: list = field(default_factory=list)
+    # Only for tenants that opted in to storing prompts; redacted here, off the request path.
+    prompt: str = ""
+    completion: str = ""
     guardrail_hits: tuple | list = ()  # llmproxy.guardrails.hits.Hit, one per guardrail that fired
 
 
@@ -83,7 +86,7 @@ class UsageRecorder:
         interval = settings.LLMPROXY_USAGE_FLUSH_SECONDS
         while True:
             await asyncio.sleep(interval)
-            if self._pending:
+            if self._pending or _auth_failures_waiting():
                 try:
                     await asyncio.to_thread(self.flush)
                 except Exception:
@@ -96,8 +99,13 @@ class UsageRecorder:
         """Records not yet in the database: buffered or being written."""
         return len(self._pending) + self._writing
 
+    def wake(self):
+        """Make sure the flusher runs (for records kept elsewhere, e.g. failed authentications)."""
+        self._ensure_flusher()
+
     def flush(self) -> int:
         """Write everything buffered (sync; safe from any thread). Returns the rows written."""
+        _write_auth_failures()
         with self._lock:
             batch = []
             while self._pending:
@@ -131,6 +139,10 @@ def _write(batch: list[UsageRecord]):
     rollups: dict = {}
     last_used: dict = {}
     for r in batch:
+        if r.prompt or r.completion:
+            from audit.redaction import redact
+
+            r.prompt, r.completion = redact(r.prompt), redact(r.completion)
         bucket = r.created_at.replace(minute=0, second=0, microsecond=0)
         key = (bucket, r.tenant_id, r.api_key_id, r.model)
         agg = rollups.setdefault(key, [0, 0, 0, Decimal(0), 0, 0])
@@ -186,6 +198,24 @@ def _copy_request_logs(db, model, batch: list[UsageRecord]):
             for i in json_columns:
                 row[i] = orjson.dumps(row[i]).decode()
             copy.write_row(row)
+
+
+def _auth_failures_waiting() -> bool:
+    from llmproxy.gateway.auth_throttle import tally
+
+    return tally.pending()
+
+
+def _write_auth_failures():
+    from audit.services import record_auth_failures
+    from llmproxy.gateway.auth_throttle import tally
+
+    buckets = tally.drain()
+    if buckets:
+        try:
+            record_auth_failures(buckets)
+        except Exception:
+            logger.exception("failed authentications could not be audited; %d buckets lost", len(buckets))
 
 
 def _without_deleted_owners(batch):
