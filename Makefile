@@ -6,8 +6,9 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 VAR := var
 export LLMPROXY_VAR_DIR ?= $(CURDIR)/$(VAR)
+WORKERS ?= 2
 
-.PHONY: run test lint bench venv secrets browser clean manage
+.PHONY: run test lint bench venv secrets browser clean manage serve loadbalancer
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,13 +44,28 @@ manage: venv secrets
 	LLMPROXY_ENCRYPTION_KEY_FILE=$${LLMPROXY_ENCRYPTION_KEY_FILE:-$(VAR)/encryption_key} \
 	$(PY) manage.py $(ARGS)
 
+# HAProxy from Debian's packages: the load balancer of `make serve` and of the fleet tests.
+loadbalancer:
+	@command -v haproxy >/dev/null 2>&1 || { \
+	  echo "installing Debian's haproxy for make serve and the fleet tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy) >/dev/null; }
+
+# WORKERS Daphne processes behind HAProxy on HOST:PORT. `$(PY) deploy/fleet.py restart` replaces
+# them without dropping a request; Ctrl-C (or `deploy/fleet.py stop`) stops gracefully.
+serve: venv secrets loadbalancer
+	SECRET_KEY_FILE=$${SECRET_KEY_FILE:-$(VAR)/secret_key} \
+	LLMPROXY_ENCRYPTION_KEY_FILE=$${LLMPROXY_ENCRYPTION_KEY_FILE:-$(VAR)/encryption_key} \
+	sh -c '$(PY) manage.py migrate --noinput -v0 && \
+	       if [ -n "$$CONFIG" ]; then $(PY) manage.py apply_config "$$CONFIG"; else $(PY) manage.py bootstrap_demo; fi && \
+	       exec $(PY) deploy/fleet.py serve --workers $(WORKERS) --bind $(HOST):$(PORT)'
+
 # Headless Chromium for the admin end-to-end tests, from Debian's packages.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
 
-test: venv browser
+test: venv browser loadbalancer
 	$(PY) manage.py makemigrations --check --dry-run --settings=llmproxy.settings_test >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
 

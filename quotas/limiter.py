@@ -135,7 +135,7 @@ def current_usage(limit: Limit, now=None) -> dict:
     slot = Slot.of(limit, now)
     if settings.REDIS_URL:
         try:
-            used, held = limiter_redis.usage(settings.REDIS_URL, slot, now)
+            used, held = limiter_redis.usage(slot, now)
         except _REDIS_ERRORS as exc:
             raise LimiterUnavailable(f"the quota store (Redis) does not answer: {exc}") from exc
     else:

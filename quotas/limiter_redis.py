@@ -21,8 +21,9 @@ import asyncio
 import functools
 import hashlib
 
-import redis
 from redis.exceptions import NoScriptError
+
+from llmproxy.redis_client import get_sync_redis
 
 from .admission import Outcome
 
@@ -233,14 +234,7 @@ async def settle(client, slots, rid, amounts):
     await _settle_script.run(client, _keys(slots), [rid, *amounts])
 
 
-_sync_clients = {}
-
-
-def usage(url, slot, now):
-    """(used, held) of one slot's window, from a synchronous client (the admin is not async)."""
-    client = _sync_clients.get(url)
-    if client is None:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-        _sync_clients[url] = client
-    used, held = _usage_script.run_sync(client, [slot.key, slot.deadlines_key], [repr(float(now))])
+def usage(slot, now):
+    """(used, held) of one slot's window, from the process's synchronous client (cluster-aware)."""
+    used, held = _usage_script.run_sync(get_sync_redis(), [slot.key, slot.deadlines_key], [repr(float(now))])
     return int(used), int(held)
