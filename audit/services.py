@@ -105,6 +105,14 @@ class AuthFailureBucket:
     key_prefixes: list = field(default_factory=list)
 
 
+def _window_start(now):
+    from django.conf import settings
+
+    window = settings.LLMPROXY_AUTH_AUDIT_WINDOW_SECONDS
+    seconds = int(now.timestamp()) // window * window
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 class AuthFailureTally:
     """Counts the gateway keeps in memory and drains into record_auth_failures from its batch writer.
 
@@ -121,7 +129,7 @@ class AuthFailureTally:
 
     def add(self, *, ip, reason, prefix=None, tenant_id=None, now=None):
         now = now or timezone.now()
-        minute = now.astimezone(UTC).replace(second=0, microsecond=0)
+        minute = _window_start(now)
         # Only a well-formed prefix is kept: whatever else was sent may be a secret.
         prefix = prefix if prefix and secrets.PREFIX_RE.match(prefix) else None
         with self._lock:
@@ -139,10 +147,19 @@ class AuthFailureTally:
     def pending(self) -> bool:
         return bool(self._buckets)
 
-    def drain(self):
+    def drain(self, *, complete_only=False, now=None):
+        """The buckets to write; with ``complete_only``, only those whose window has ended.
+
+        Written once their window is over, each source costs one audit row per
+        window however often the batch writer runs.
+        """
         with self._lock:
-            buckets, self._buckets = list(self._buckets.values()), {}
-        return buckets
+            if not complete_only:
+                buckets, self._buckets = list(self._buckets.values()), {}
+                return buckets
+            current = _window_start(now or timezone.now())
+            done = [k for k, b in self._buckets.items() if b.minute < current]
+            return [self._buckets.pop(k) for k in done]
 
 
 @transaction.atomic

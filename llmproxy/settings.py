@@ -86,6 +86,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # GET /metrics, before the Host header check that a scraper addressing a process by IP fails.
+    "llmproxy.ops_views.metrics_before_host_check",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -269,6 +271,8 @@ LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS = env_int("LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS
 LLMPROXY_QUOTA_HOLD_SECONDS = env_int("LLMPROXY_QUOTA_HOLD_SECONDS", 900, minimum=1)
 # Failed key authentications from one address per minute (per process) before it gets 429.
 LLMPROXY_AUTH_FAILURES_PER_MINUTE = env_int("LLMPROXY_AUTH_FAILURES_PER_MINUTE", 100, minimum=1)
+# Failed authentications are audited as one row per source address and window of this many seconds.
+LLMPROXY_AUTH_AUDIT_WINDOW_SECONDS = env_int("LLMPROXY_AUTH_AUDIT_WINDOW_SECONDS", 60, minimum=1)
 # Identical requests wait at most this long for the first one's answer (response cache).
 LLMPROXY_CACHE_LOCK_SECONDS = env_float("LLMPROXY_CACHE_LOCK_SECONDS", 30.0, minimum=0.1)
 # Cut off a stream that runs past the remaining token budget (for upstreams that ignore max_tokens).

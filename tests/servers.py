@@ -84,6 +84,7 @@ def proxy_env(**overrides) -> dict:
         "LLMPROXY_ENCRYPTION_KEY": ",".join(settings.LLMPROXY_ENCRYPTION_KEYS),
         "LLMPROXY_USAGE_FLUSH_SECONDS": "0.1",
         "LLMPROXY_CONFIG_TTL_SECONDS": "1",
+        "LLMPROXY_AUTH_AUDIT_WINDOW_SECONDS": "2",
         "PYTHONUNBUFFERED": "1",
         # Read by providers configured with --api-key-env in the tests.
         "LLMPROXY_TEST_UPSTREAM_KEY": "upstream-secret-from-env",

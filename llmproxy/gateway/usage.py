@@ -4,7 +4,9 @@ The gateway appends one record per request to an in-process buffer; a task on
 the serving loop flushes it every LLMPROXY_USAGE_FLUSH_SECONDS in a worker
 thread (RequestLog rows, hourly TokenUsageMetric increments, keys'
 last_used_at), and an atexit hook flushes what is left when the server stops,
-so a graceful stop loses nothing.
+so a graceful stop loses nothing. A batch the database refuses goes to an
+on-disk spool (usage_spool.py) and is written first on the next flush that
+reaches the database.
 """
 
 import asyncio
@@ -20,6 +22,8 @@ import orjson
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connections, router, transaction
 from django.db.models import F, Q
+
+from llmproxy.gateway.usage_spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class UsageRecorder:
         self._tasks: dict = {}
         self._writing = 0
         self.dropped = 0
+        self.spool = Spool()
 
     def add(self, record: UsageRecord):
         self._pending.append(record)
@@ -86,7 +91,7 @@ class UsageRecorder:
         interval = settings.LLMPROXY_USAGE_FLUSH_SECONDS
         while True:
             await asyncio.sleep(interval)
-            if self._pending or _auth_failures_waiting():
+            if self._pending or _auth_failures_waiting() or self.spool.has_records():
                 try:
                     await asyncio.to_thread(self.flush)
                 except Exception:
@@ -96,39 +101,49 @@ class UsageRecorder:
         return len(self._pending)
 
     def backlog(self) -> int:
-        """Records not yet in the database: buffered or being written."""
-        return len(self._pending) + self._writing
+        """Records not yet in the database: buffered, being written or spooled."""
+        return len(self._pending) + self._writing + self.spool.records
 
     def wake(self):
         """Make sure the flusher runs (for records kept elsewhere, e.g. failed authentications)."""
         self._ensure_flusher()
 
-    def flush(self) -> int:
+    def flush(self, final=False) -> int:
         """Write everything buffered (sync; safe from any thread). Returns the rows written."""
-        _write_auth_failures()
+        _write_auth_failures(final=final)
         with self._lock:
             batch = []
             while self._pending:
                 batch.append(self._pending.popleft())
-            if not batch:
-                return 0
             self._writing = len(batch)
             try:
-                try:
-                    _write(batch)
-                except IntegrityError:
-                    # A tenant or key deleted while its records waited here:
-                    # keep what can still be written instead of poisoning the buffer.
-                    batch = _without_deleted_owners(batch)
-                    _write(batch)
+                # Spooled batches first: they are older.
+                written = self.spool.replay(_write_keeping_owned)
+                if batch:
+                    _write_keeping_owned(batch)
             except Exception:
-                # Put them back in front, in order, for the next flush.
-                self._pending.extendleft(reversed(batch))
+                # To disk, or (spool full under the refuse policy, disk error) back in front, in order.
+                if batch and not self.spool.save(batch):
+                    self._pending.extendleft(reversed(batch))
                 raise
             finally:
                 self._writing = 0
                 close_old_connections()
-            return len(batch)
+            return written + len(batch)
+
+
+def accepting() -> bool:
+    """False while records cannot be kept (spool full under the refuse policy): the gateway answers 503."""
+    return not recorder.spool.full
+
+
+def _write_keeping_owned(batch: list[UsageRecord]):
+    try:
+        _write(batch)
+    except IntegrityError:
+        # A tenant or key deleted while its records waited: keep what can
+        # still be written instead of poisoning the buffer.
+        _write(_without_deleted_owners(batch))
 
 
 def _write(batch: list[UsageRecord]):
@@ -206,11 +221,11 @@ def _auth_failures_waiting() -> bool:
     return tally.pending()
 
 
-def _write_auth_failures():
+def _write_auth_failures(final=False):
     from audit.services import record_auth_failures
     from llmproxy.gateway.auth_throttle import tally
 
-    buckets = tally.drain()
+    buckets = tally.drain(complete_only=not final)
     if buckets:
         try:
             record_auth_failures(buckets)
@@ -265,6 +280,6 @@ recorder = UsageRecorder()
 @atexit.register
 def _flush_at_exit():
     try:
-        recorder.flush()
+        recorder.flush(final=True)
     except Exception:
         logger.exception("usage records could not be written at exit")
