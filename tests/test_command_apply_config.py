@@ -14,9 +14,9 @@ from audit.models import AuditLog
 from keys import secrets
 from keys.models import ApiKey
 from keys.services import api_key_create
-from providers.models import ModelRoute, Provider
+from providers.models import ModelPolicy, ModelRoute, Provider
 from quotas.models import QuotaLimit
-from tenants.models import Tenant
+from tenants.models import Guardrail, Tenant
 
 pytestmark = pytest.mark.django_db
 
@@ -81,7 +81,10 @@ def snapshot():
     """Everything apply_config may write, to prove a refused or dry run wrote nothing."""
     return [
         list(model.objects.order_by("pk").values())
-        for model in (Tenant, Provider, ModelRoute, QuotaLimit, ApiKey, AuditLog)
+        for model in (
+            Tenant, Provider, ModelRoute, QuotaLimit, ApiKey, AuditLog, ModelPolicy, Guardrail,
+            Guardrail.api_keys.through,
+        )
     ]
 
 
@@ -683,19 +686,13 @@ def test_every_problem_of_a_file_is_listed(tmp_path):
     ]
 
 
-def test_guardrails_are_refused_until_they_can_be_configured(tmp_path):
-    message = refused(tmp_path, "guardrails:\n  - name: no-emails\n")
-
-    assert "line 2: guardrails cannot be set from the config file yet" in message
-    assert apply(write(tmp_path, "guardrails: []\n")) == "no changes\n"
-
-
 def test_an_unknown_top_level_key_and_a_wrong_version_are_refused(tmp_path):
     message = refused(tmp_path, "version: 2\nprovider: []\n")
 
     assert "line 1: version: this proxy reads version 1" in message
     assert (
-        "line 2: unknown key 'provider'; the file has version, tenants, providers, routes, quotas" in message
+        "line 2: unknown key 'provider'; the file has version, tenants, providers, routes, quotas, "
+        "model_policies, guardrails" in message
     )
 
 
@@ -719,3 +716,292 @@ def test_a_route_on_a_provider_that_prune_would_delete_is_refused(tmp_path):
 def test_a_missing_file_is_refused(tmp_path):
     with pytest.raises(CommandError, match="cannot read .*missing.yaml"):
         apply(str(tmp_path / "missing.yaml"))
+
+
+# --- guardrails, model policies, a provider's first-byte timeout ----------------------
+
+GUARDED = """\
+tenants:
+  - slug: acme
+    api_keys:
+      - name: backend
+providers:
+  - name: upstream
+    kind: mock
+    first_byte_timeout_seconds: 2.5
+model_policies:
+  - model: gpt-4o
+    strategy: least_latency
+    fallback_models: [gpt-4o-mini]
+    max_attempts: 3
+    deadline_seconds: 20
+  - model: gpt-4o
+    strategy: lowest_cost
+    tenant: acme
+guardrails:
+  - tenant: acme
+    name: no-cards
+    detector: card
+    direction: request
+    action: block
+  - tenant: acme
+    name: codenames
+    detector: regex
+    pattern: 'project-[a-z]+'
+    action: mask
+    models: [gpt-4o]
+    api_keys: [backend]
+  - tenant: acme
+    name: rude
+    detector: wordlist
+    words: [darn, heck]
+    shadow: true
+"""
+
+
+def test_it_creates_guardrails_model_policies_and_a_first_byte_timeout(tmp_path):
+    output = apply(write(tmp_path, GUARDED))
+
+    acme = Tenant.objects.get(slug="acme")
+    assert Provider.objects.get(name="upstream").first_byte_timeout_seconds == 2.5
+    shared = ModelPolicy.objects.get(tenant=None)
+    assert (shared.strategy, shared.fallback_models, shared.max_attempts, shared.deadline_seconds) == (
+        "least_latency", ["gpt-4o-mini"], 3, 20.0,
+    )
+    assert ModelPolicy.objects.get(tenant=acme).strategy == "lowest_cost"
+    codenames = Guardrail.objects.get(tenant=acme, name="codenames")
+    assert (codenames.detector, codenames.pattern, codenames.action, codenames.models) == (
+        "regex", "project-[a-z]+", "mask", ["gpt-4o"],
+    )
+    assert list(codenames.api_keys.all()) == [ApiKey.objects.get(tenant=acme, name="backend")]
+    no_cards = Guardrail.objects.get(name="no-cards")
+    assert (no_cards.direction, no_cards.action, no_cards.shadow, no_cards.is_active) == (
+        "request", "block", False, True,
+    )
+    rude = Guardrail.objects.get(name="rude")
+    assert (rude.words, rude.direction, rude.action, rude.shadow) == (["darn", "heck"], "both", "flag", True)
+    assert [line for line in output.splitlines() if not line.startswith(("prefix:", "lp-"))] == [
+        "create tenant acme",
+        "create provider upstream (shared)",
+        "create API key backend (tenant acme)",
+        "create model policy gpt-4o (shared)",
+        "create model policy gpt-4o (tenant acme)",
+        "create guardrail no-cards (tenant acme)",
+        "create guardrail codenames (tenant acme)",
+        "create guardrail rude (tenant acme)",
+        "8 created, 0 changed, 0 deleted",
+    ]
+
+
+def test_guardrails_are_audited_without_their_pattern_or_words(tmp_path):
+    apply(write(tmp_path, GUARDED))
+
+    codenames = Guardrail.objects.get(name="codenames")
+    row = AuditLog.objects.get(action="guardrail.create", target_id=str(codenames.pk))
+    assert row.actor_label == "config"
+    assert row.metadata["changed"]["api_keys"] == [None, ["backend"]]
+    assert row.metadata["changed"]["pattern"] == [None, "(not recorded)"]
+    rude = Guardrail.objects.get(name="rude")
+    words = AuditLog.objects.get(action="guardrail.create", target_id=str(rude.pk))
+    assert "darn" not in str(words.metadata)
+    assert AuditLog.objects.filter(action="model_policy.create", actor_label="config").count() == 2
+
+
+def test_applying_guardrails_and_policies_again_changes_nothing(tmp_path):
+    path = write(tmp_path, GUARDED)
+    apply(path)
+    before = snapshot()
+
+    assert apply(path) == "no changes\n"
+    assert snapshot() == before
+
+
+def test_a_guardrail_and_a_policy_are_changed_in_place(tmp_path):
+    apply(write(tmp_path, GUARDED))
+    guardrail_id = Guardrail.objects.get(name="codenames").pk
+    changed = (
+        GUARDED.replace("    api_keys: [backend]\n", "")
+        .replace("action: mask", "action: block")
+        .replace("strategy: lowest_cost", "strategy: round_robin")
+        .replace("    first_byte_timeout_seconds: 2.5\n", "")
+    )
+
+    output = apply(write(tmp_path, changed))
+
+    assert output.splitlines() == [
+        "update provider upstream (shared)",
+        "  first_byte_timeout_seconds: 2.5 -> null",
+        "update model policy gpt-4o (tenant acme)",
+        "  strategy: lowest_cost -> round_robin",
+        "update guardrail codenames (tenant acme)",
+        "  action: mask -> block",
+        '  api_keys: ["backend"] -> []',
+        "0 created, 3 changed, 0 deleted",
+    ]
+    guardrail = Guardrail.objects.get(name="codenames")
+    assert guardrail.pk == guardrail_id
+    assert (guardrail.action, guardrail.api_keys.count()) == ("block", 0)
+    assert AuditLog.objects.get(action="guardrail.update").metadata == {
+        "changed": {"action": ["mask", "block"], "api_keys": [["backend"], []]}
+    }
+    assert apply(write(tmp_path, changed)) == "no changes\n"
+
+
+def test_a_guardrail_can_name_a_key_that_is_already_in_the_database(tmp_path, acme):
+    existing, _ = api_key_create(tenant=acme, name="batch")
+
+    apply(write(tmp_path, GUARDED.replace("api_keys: [backend]", "api_keys: [batch, backend]")))
+
+    keys = Guardrail.objects.get(name="codenames").api_keys
+    assert set(keys.values_list("name", flat=True)) == {"batch", "backend"}
+    assert existing in keys.all()
+
+
+def test_prune_deletes_the_guardrails_and_policies_the_file_does_not_describe(tmp_path):
+    apply(write(tmp_path, GUARDED))
+    kept = GUARDED.split("guardrails:")[0].split("  - model: gpt-4o\n    strategy: lowest_cost")[0]
+
+    output = apply(write(tmp_path, kept + "guardrails:\n  - tenant: acme\n    name: rude\n"
+                         "    detector: wordlist\n    words: [darn, heck]\n    shadow: true\n"), "--prune")
+
+    assert sorted(line for line in output.splitlines() if line.startswith("delete")) == [
+        "delete guardrail codenames (tenant acme)",
+        "delete guardrail no-cards (tenant acme)",
+        "delete model policy gpt-4o (tenant acme)",
+    ]
+    assert list(Guardrail.objects.values_list("name", flat=True)) == ["rude"]
+    assert list(ModelPolicy.objects.values_list("tenant", flat=True)) == [None]
+    deleted = AuditLog.objects.get(action="model_policy.delete")
+    assert deleted.metadata["changed"]["strategy"] == ["lowest_cost", None]
+
+
+def test_prune_leaves_guardrails_and_policies_alone_when_the_file_has_no_section_for_them(tmp_path):
+    apply(write(tmp_path, GUARDED))
+
+    assert apply(write(tmp_path, GUARDED.split("model_policies:")[0]), "--prune") == "no changes\n"
+    assert (Guardrail.objects.count(), ModelPolicy.objects.count()) == (3, 2)
+
+
+def test_with_tenant_prune_deletes_only_that_tenants_guardrails_and_policies(tmp_path, acme, globex):
+    apply(write(tmp_path, GUARDED))
+    Guardrail.objects.create(tenant=globex, name="theirs", detector="email")
+    ModelPolicy.objects.create(tenant=globex, model="gpt-4o")
+
+    output = apply(write(tmp_path, "model_policies: []\nguardrails: []\n"), "--tenant", "acme", "--prune")
+
+    assert output.splitlines()[-1] == "0 created, 0 changed, 4 deleted"
+    assert list(Guardrail.objects.values_list("name", flat=True)) == ["theirs"]
+    assert set(ModelPolicy.objects.values_list("tenant__slug", flat=True)) == {None, "globex"}
+
+
+def test_a_dry_run_of_guardrails_and_policies_writes_nothing(tmp_path):
+    before = snapshot()
+
+    output = apply(write(tmp_path, GUARDED), "--dry-run")
+
+    assert "create guardrail codenames (tenant acme)" in output
+    assert output.splitlines()[-1] == "dry run, nothing written: would have 8 created, 0 changed, 0 deleted"
+    assert snapshot() == before
+
+
+def test_a_guardrail_on_a_key_the_file_cannot_name_is_refused(tmp_path, acme):
+    unnamed, _ = api_key_create(tenant=acme)
+    guardrail = Guardrail.objects.create(tenant=acme, name="no-cards", detector="card")
+    guardrail.api_keys.add(unnamed)
+
+    message = refused(tmp_path, GUARDED)
+
+    assert (
+        f"line 19: guardrail no-cards (tenant acme): the guardrail in the database applies to the key "
+        f"{unnamed.prefix}, which the file cannot name" in message
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "detector: card",
+            "detector: creditcard",
+            "line 21: guardrail entry 1: detector: 'creditcard' is not one of",
+        ),
+        (
+            "'project-[a-z]+'",
+            "'project-[a-z'",
+            "line 27: guardrail codenames (tenant acme): pattern refused: invalid regular expression",
+        ),
+        (
+            "'project-[a-z]+'",
+            "'(a+)+$'",
+            "line 27: guardrail codenames (tenant acme): pattern refused: the regular expression "
+            "backtracks catastrophically",
+        ),
+        (
+            "    pattern: 'project-[a-z]+'\n",
+            "",
+            "line 26: guardrail codenames (tenant acme): the regex detector needs a pattern",
+        ),
+        (
+            "detector: card",
+            "detector: card\n    pattern: x",
+            "line 22: guardrail no-cards (tenant acme): only the regex detector takes a pattern",
+        ),
+        (
+            "    words: [darn, heck]\n",
+            "",
+            "line 33: guardrail rude (tenant acme): the wordlist detector needs words",
+        ),
+        (
+            "api_keys: [backend]",
+            "api_keys: [frontend]",
+            "line 30: guardrail codenames (tenant acme): unknown API key 'frontend' in tenant acme",
+        ),
+        (
+            "name: rude",
+            "name: no-cards",
+            "line 31: duplicate guardrail no-cards (tenant acme): first at line 19",
+        ),
+        (
+            "action: block",
+            "action: drop",
+            "line 23: guardrail entry 1: action: 'drop' is not one of block, mask, flag",
+        ),
+        (
+            "strategy: lowest_cost",
+            "strategy: cheapest",
+            "line 16: model policy entry 2: strategy: 'cheapest' is not one of priority, weighted, "
+            "round_robin, least_latency, lowest_cost",
+        ),
+        (
+            "[gpt-4o-mini]",
+            "[gpt-4o-mini, gpt-4o]",
+            "line 12: model policy gpt-4o (shared): a model cannot be its own fallback",
+        ),
+        (
+            "max_attempts: 3",
+            "max_attempts: 11",
+            "line 13: model policy entry 1: max_attempts: must be between 1 and 10",
+        ),
+        (
+            "    tenant: acme\nguardrails",
+            "    tenant: acme\n  - model: gpt-4o\n    tenant: acme\nguardrails",
+            "line 18: duplicate model policy gpt-4o (tenant acme): first at line 15",
+        ),
+        (
+            "first_byte_timeout_seconds: 2.5",
+            "first_byte_timeout_seconds: 0",
+            "line 8: provider entry 1: first_byte_timeout_seconds: must be at least 0.1 seconds",
+        ),
+        (
+            "  - tenant: acme\n    name: rude",
+            "  - tenant: initech\n    name: rude",
+            "line 31: guardrail rude (tenant initech): unknown tenant 'initech'",
+        ),
+    ],
+)
+def test_a_bad_guardrail_policy_or_timeout_is_refused_with_its_line(tmp_path, old, new, expected):
+    assert old in GUARDED
+
+    message = refused(tmp_path, GUARDED.replace(old, new, 1))
+
+    assert expected in message

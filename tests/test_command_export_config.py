@@ -9,9 +9,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from keys.services import api_key_create, api_key_revoke
-from providers.models import ModelRoute, Provider
+from providers.models import ModelPolicy, ModelRoute, Provider
 from quotas.models import QuotaLimit
-from tenants.models import Tenant
+from tenants.models import Guardrail, Tenant
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +54,9 @@ def setup(acme, globex, acme_user):
     )
     azure.set_api_key("sk-azure-stored-secret")
     azure.save()
-    mock = Provider.objects.create(name="mock", kind="mock", tenant=globex, options={"latency_ms": 5})
+    mock = Provider.objects.create(
+        name="mock", kind="mock", tenant=globex, options={"latency_ms": 5}, first_byte_timeout_seconds=1.5
+    )
     ModelRoute.objects.create(
         model="gpt-4o",
         provider=openai,
@@ -90,6 +92,18 @@ def setup(acme, globex, acme_user):
     )
     QuotaLimit.objects.create(
         tenant=acme, scope="user", user=acme_user, metric="tokens", period="hour", limit=1000
+    )
+    ModelPolicy.objects.create(
+        model="gpt-4o", strategy="weighted", fallback_models=["gpt-4o-mini"], deadline_seconds=12.5
+    )
+    ModelPolicy.objects.create(model="gpt-4o", tenant=acme, strategy="least_latency", max_attempts=2)
+    codenames = Guardrail.objects.create(
+        tenant=acme, name="codenames", detector="regex", pattern=r"project-\w+", action="mask",
+        models=["gpt-4o"],
+    )
+    codenames.api_keys.add(backend)
+    Guardrail.objects.create(
+        tenant=globex, name="rude", detector="wordlist", words=["darn"], shadow=True, is_active=False
     )
     return {"unnamed": unnamed}
 
@@ -140,6 +154,61 @@ def test_it_writes_every_setting_as_the_file_format_describes(setup):
     assert Decimal(str(cost["limit"])) == QuotaLimit.objects.get(metric="cost").limit
 
 
+def test_it_writes_guardrails_model_policies_and_first_byte_timeouts(setup):
+    config = yaml.safe_load(export())
+
+    assert next(p for p in config["providers"] if p["name"] == "mock")["first_byte_timeout_seconds"] == 1.5
+    assert "first_byte_timeout_seconds" not in next(p for p in config["providers"] if p["name"] == "openai")
+    assert config["model_policies"] == [
+        {
+            "model": "gpt-4o",
+            "strategy": "weighted",
+            "fallback_models": ["gpt-4o-mini"],
+            "max_attempts": 1,
+            "deadline_seconds": 12.5,
+        },
+        {"model": "gpt-4o", "strategy": "least_latency", "max_attempts": 2, "tenant": "acme"},
+    ]
+    assert config["guardrails"] == [
+        {
+            "tenant": "acme",
+            "name": "codenames",
+            "detector": "regex",
+            "pattern": r"project-\w+",
+            "direction": "both",
+            "action": "mask",
+            "shadow": False,
+            "models": ["gpt-4o"],
+            "api_keys": ["backend"],
+            "active": True,
+        },
+        {
+            "tenant": "globex",
+            "name": "rude",
+            "detector": "wordlist",
+            "words": ["darn"],
+            "direction": "both",
+            "action": "flag",
+            "shadow": True,
+            "active": False,
+        },
+    ]
+
+
+def test_a_guardrail_on_a_key_without_a_name_is_left_out_with_a_comment(tmp_path, setup, acme):
+    guardrail = Guardrail.objects.create(tenant=acme, name="scoped", detector="email")
+    guardrail.api_keys.add(setup["unnamed"])
+
+    text = export()
+
+    assert (
+        f"# not exported: the guardrail scoped of tenant acme, on the key {setup['unnamed'].prefix}, which "
+        "has no name of its own to refer to it by"
+    ) in text
+    assert "name: scoped" not in text
+    assert apply(tmp_path, text, "--dry-run", "--prune") == "no changes\n"
+
+
 def test_a_stored_credential_is_left_out_with_a_comment_saying_so(setup):
     text = export()
 
@@ -187,7 +256,15 @@ def test_an_export_rebuilds_the_same_set_up_on_an_empty_database(tmp_path, setup
 def test_an_empty_database_exports_a_file_that_applies_cleanly(tmp_path, db):
     text = export()
 
-    assert yaml.safe_load(text) == {"version": 1, "tenants": [], "providers": [], "routes": [], "quotas": []}
+    assert yaml.safe_load(text) == {
+        "version": 1,
+        "tenants": [],
+        "providers": [],
+        "routes": [],
+        "quotas": [],
+        "model_policies": [],
+        "guardrails": [],
+    }
     assert apply(tmp_path, text, "--prune") == "no changes\n"
 
 

@@ -30,7 +30,11 @@ def show(value):
     return json.dumps(value)
 
 
-def _jsonable(value):
+def _recorded(section, name, value):
+    """A value as the audit log keeps it (JSON); of a field kept out of the log, only whether it is set."""
+    fd = section.field(name)
+    if fd is not None and not fd.audited:
+        return None if value is None else "(not recorded)"
     return plain_number(value) if isinstance(value, Decimal) else value
 
 
@@ -75,7 +79,10 @@ class _Executor:
     def audit(self, change, obj, changed):
         tenant = obj if change.section is schema.TENANTS else obj.tenant
         metadata = {
-            "changed": {name: [_jsonable(old), _jsonable(new)] for name, (old, new) in changed.items()}
+            "changed": {
+                name: [_recorded(change.section, name, old), _recorded(change.section, name, new)]
+                for name, (old, new) in changed.items()
+            }
         }
         audit_record(
             actor=self.actor,
@@ -105,11 +112,18 @@ class _Executor:
             obj.user = User.objects.get(username=values["user"]) if values["user"] else None
             obj.api_key = self.api_key(values["tenant"], values["key"]) if values["key"] else None
         self.save(obj)
+        self.set_related(section, obj, values, [fd.name for fd in section.fields if fd.related])
         if section is schema.TENANTS:
             self.tenants[obj.slug] = obj
         if section is schema.PROVIDERS:
             self.providers[entry.identity] = obj
         self.audit(change, obj, {name: (None, value) for name, value in values.items()})
+
+    def set_related(self, section, obj, values, names):
+        # Only API keys so far, named within the row's tenant; keys the file creates are in self.keys.
+        for name in names:
+            fd = section.field(name)
+            getattr(obj, fd.related).set([self.api_key(values["tenant"], key) for key in values[name]])
 
     def api_key(self, slug, name):
         return self.keys.get((slug, name)) or self.db.key_named(slug, name)
@@ -132,9 +146,13 @@ class _Executor:
     def update(self, change):
         obj = change.obj
         attrs = {fd.name: fd.attr for fd in change.section.columns}
-        for name, (_old, new) in change.changed.items():
-            setattr(obj, attrs[name], new)
-        self.save(obj, update_fields=[attrs[name] for name in change.changed] + ["updated_at"])
+        columns = [name for name in change.changed if name in attrs]
+        for name in columns:
+            setattr(obj, attrs[name], change.changed[name][1])
+        # Saved even when only a related set changed: updated_at says when the row last changed.
+        self.save(obj, update_fields=[attrs[name] for name in columns] + ["updated_at"])
+        related = [name for name in change.changed if name not in attrs]
+        self.set_related(change.section, obj, change.entry.values, related)
         self.audit(change, obj, change.changed)
         self.report.lines.append(f"update {change.label}")
         self.report.lines += [

@@ -23,7 +23,7 @@ class Change:
 def _compared(section, current, wanted):
     return {
         fd.name: (current[fd.name], wanted[fd.name])
-        for fd in section.columns
+        for fd in section.compared
         if current[fd.name] != wanted[fd.name]
     }
 
@@ -80,14 +80,21 @@ class _Planner:
                 if not self.db.named_keys.get(entry.identity):
                     self.changes.append(Change("create", schema.API_KEYS, entry.label, entry=entry))
 
-        pairs, unclaimed_quotas = self.matched(schema.QUOTAS, self.db.quotas)
-        for entry, obj in pairs:
-            self.update_or_create(entry, obj)
+        unclaimed = {}
+        for section, rows in (
+            (schema.QUOTAS, self.db.quotas),
+            (schema.MODEL_POLICIES, self.db.policies),
+            (schema.GUARDRAILS, self.db.guardrails),
+        ):
+            pairs, unclaimed[section.key] = self.matched(section, rows)
+            for entry, obj in pairs:
+                self.update_or_create(entry, obj)
 
         if self.prune:
-            if self.config.manages(schema.QUOTAS):
-                for obj in unclaimed_quotas:
-                    self.delete(schema.QUOTAS, obj)
+            for section in (schema.QUOTAS, schema.MODEL_POLICIES, schema.GUARDRAILS):
+                if self.config.manages(section):
+                    for obj in unclaimed[section.key]:
+                        self.delete(section, obj)
             if self.config.manages(schema.PROVIDERS):
                 doomed = {obj.pk for obj in unclaimed_providers}
                 deleted_routes = {

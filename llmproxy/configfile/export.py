@@ -1,8 +1,8 @@
 """The database as a config file that apply_config reads back without a change.
 
 Written entry by entry (not one yaml.dump) so that comments can say what the
-file leaves out: a credential stored in the database, a quota on a key the
-file cannot name.
+file leaves out: a credential stored in the database, a quota or a guardrail on
+a key the file cannot name.
 """
 
 from decimal import Decimal
@@ -16,7 +16,11 @@ from llmproxy.configfile.resolve import in_scope
 from llmproxy.configfile.state import DatabaseState, slug_of
 
 # Left out of an entry when empty: they read as noise on every provider.
-_OMITTED_WHEN_EMPTY = {"base_url", "api_key_env", "api_version", "extra_headers", "options", "allowed_models"}
+_OMITTED_WHEN_EMPTY = {
+    *("base_url", "api_key_env", "api_version", "extra_headers", "options", "allowed_models"),
+    *("first_byte_timeout_seconds", "fallback_models", "deadline_seconds"),
+    *("pattern", "words", "models", "api_keys"),
+}
 
 
 def _number(value):
@@ -89,12 +93,22 @@ def export_config(*, tenant=None):
         )
     )
 
+    guardrails, unnamed_guardrails = [], []
+    for guardrail in db.guardrails:
+        if wanted(guardrail.tenant):
+            values = db.values(schema.GUARDRAILS, guardrail)
+            (guardrails if values is not None else unnamed_guardrails).append((guardrail, values))
+    guardrails.sort(key=lambda pair: (pair[1]["tenant"], pair[1]["name"]))
+
     tenant_items = []
     for obj in sorted(db.tenants.values(), key=lambda t: t.slug):
         if not wanted(obj):
             continue
         entry = _entry(schema.TENANTS, db.values(schema.TENANTS, obj))
         referenced = {values["key"] for _, values in quotas if values["tenant"] == obj.slug and values["key"]}
+        referenced |= {
+            name for _, values in guardrails if values["tenant"] == obj.slug for name in values["api_keys"]
+        }
         keys = _api_keys(obj, referenced)
         if keys:
             entry["api_keys"] = keys
@@ -126,6 +140,12 @@ def export_config(*, tenant=None):
             route_items.append(seen[identity])
 
     quota_items = [_item(_entry(schema.QUOTAS, values)) for _, values in quotas]
+    policy_items = [
+        _item(_entry(schema.MODEL_POLICIES, db.values(schema.MODEL_POLICIES, obj)))
+        for obj in sorted(db.policies, key=lambda p: (slug_of(p.tenant) or "", p.model))
+        if wanted(obj.tenant)
+    ]
+    guardrail_items = [_item(_entry(schema.GUARDRAILS, values)) for _, values in guardrails]
     lines = [
         "# The proxy's configuration, written by export_config. Credentials are never written here:",
         "# a provider names the environment variable that holds its credential (api_key_env).",
@@ -134,11 +154,18 @@ def export_config(*, tenant=None):
         *_section("providers", provider_items),
         *_section("routes", route_items),
         *_section("quotas", quota_items),
+        *_section("model_policies", policy_items),
+        *_section("guardrails", guardrail_items),
     ]
     for quota, _ in unnamed_quotas:
         lines.append(
             f"# not exported: a quota on the key {quota.api_key.prefix} of tenant {quota.tenant.slug}, "
             "which has no name of its own to refer to it by"
         )
-    lines.append("# guardrails: not managed by this file yet (use create_guardrail).")
+    for guardrail, _ in unnamed_guardrails:
+        prefixes = ", ".join(db.unnameable_keys(guardrail))
+        lines.append(
+            f"# not exported: the guardrail {guardrail.name} of tenant {guardrail.tenant.slug}, on the key "
+            f"{prefixes}, which has no name of its own to refer to it by"
+        )
     return "\n".join(lines) + "\n"

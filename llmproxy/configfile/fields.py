@@ -226,3 +226,35 @@ def duration(value):
     if not span or span > MAX_DURATION:
         raise ValueError(f"duration {value!r} must be more than 0 and at most 100 years")
     return span
+
+
+def optional_seconds(value):
+    return None if value is None else seconds(value)
+
+
+def _names(value, what):
+    """A list of distinct non-empty strings, sorted: the file's order means nothing for a set."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of {what}, got {describe(value)}")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"expected a list of {what}, and {describe(item)} is not one")
+    if len(set(value)) != len(value):
+        raise ValueError(f"one of the {what} is listed twice")
+    return sorted(value)
+
+
+def key_names(value):
+    return _names(value, "API key names")
+
+
+def words(value):
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
+        raise ValueError(f"expected a list of words or phrases, got {describe(value)}")
+    if len(set(value)) != len(value):
+        raise ValueError("a word is listed twice")
+    return value

@@ -11,6 +11,7 @@ import yaml
 
 from llmproxy.configfile import schema
 from llmproxy.configfile.errors import ConfigError, Problem
+from llmproxy.guardrails.regex_timeout import UnsafePattern, check_pattern
 
 VERSION = 1
 
@@ -59,6 +60,10 @@ def describe(section, v):
     if section is schema.QUOTAS:
         target = {"tenant": "", "user": f" {v['user']}", "key": f" {v['key']}"}[v["scope"]]
         return f"quota {v['scope']}{target} {v['metric']}/{v['period']} ({scope_text(v['tenant'])})"
+    if section is schema.MODEL_POLICIES:
+        return f"model policy {v['model']} ({scope_text(v['tenant'])})"
+    if section is schema.GUARDRAILS:
+        return f"guardrail {v['name']} ({scope_text(v['tenant'])})"
     return f"API key {v['name']} ({scope_text(v['tenant'])})"
 
 
@@ -76,7 +81,9 @@ def identity(section, v, provider_scope=None):
         return (v["tenant"], v["model"], (provider_scope, v["provider"]), v["upstream_model"])
     if section is schema.QUOTAS:
         return (v["tenant"], v["scope"], v["user"] or v["key"], v["metric"], v["period"])
-    return (v["tenant"], v["name"])
+    if section is schema.MODEL_POLICIES:
+        return (v["tenant"], v["model"])
+    return (v["tenant"], v["name"])  # a guardrail, an API key
 
 
 @dataclass
@@ -168,13 +175,6 @@ class _Reader:
             if key == "version":
                 if self.value(value_node) != VERSION:
                     self.problem(_line(value_node), f"version: this proxy reads version {VERSION}")
-            elif key == schema.GUARDRAILS_KEY:
-                if self.value(value_node):
-                    self.problem(
-                        _line(value_node),
-                        "guardrails cannot be set from the config file yet: "
-                        "use create_guardrail, and leave this section out or empty",
-                    )
             elif (section := next((s for s in schema.SECTIONS if s.key == key), None)) is not None:
                 sections[key] = self.entries(section, value_node)
             else:
@@ -257,6 +257,29 @@ def _cross_field_problems(entry):
                 yield target, f"{target} is given but the scope is {v['scope']}"
         if v["metric"] != "cost" and v["limit"] != int(v["limit"]):
             yield "limit", f"a {v['metric']} limit is a whole number"
+    if entry.section is schema.MODEL_POLICIES and v["model"] in v["fallback_models"]:
+        yield "fallback_models", "a model cannot be its own fallback"
+    if entry.section is schema.GUARDRAILS:
+        yield from _guardrail_problems(v)
+
+
+def _guardrail_problems(v):
+    if v["detector"] == "regex":
+        if not v["pattern"]:
+            yield "detector", "the regex detector needs a pattern"
+        else:
+            try:
+                # The check the model makes when saved: compiles, and does not backtrack catastrophically.
+                check_pattern(v["pattern"])
+            except UnsafePattern as exc:
+                yield "pattern", f"pattern refused: {exc}"
+    elif v["pattern"]:
+        yield "pattern", "only the regex detector takes a pattern"
+    if v["detector"] == "wordlist":
+        if not v["words"]:
+            yield "detector", "the wordlist detector needs words"
+    elif v["words"]:
+        yield "words", "only the wordlist detector takes words"
 
 
 def _line(node):
@@ -264,7 +287,7 @@ def _line(node):
 
 
 def _known_top_level():
-    return ", ".join(["version", *(s.key for s in schema.SECTIONS), schema.GUARDRAILS_KEY])
+    return ", ".join(["version", *(s.key for s in schema.SECTIONS)])
 
 
 def _duplicate_problems(config):

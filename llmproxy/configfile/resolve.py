@@ -7,7 +7,7 @@ the tenant's own provider of that name first, then a shared one.
 
 from llmproxy.configfile import schema
 from llmproxy.configfile.errors import ConfigError, Problem
-from llmproxy.configfile.state import AMBIGUOUS
+from llmproxy.configfile.state import AMBIGUOUS, slug_of
 from tenants.models import User
 
 
@@ -28,7 +28,7 @@ class _Resolver:
         self.problems.append(Problem(entry.line_of(field), f"{entry.label}: {message}"))
 
     def run(self):
-        for section in (schema.PROVIDERS, schema.ROUTES, schema.QUOTAS):
+        for section in schema.SECTIONS[1:]:  # every section but tenants names its tenant
             for entry in self.config.entries(section):
                 slug = entry.values["tenant"]
                 if slug is not None and slug not in self.file_tenants and slug not in self.db.tenants:
@@ -40,6 +40,8 @@ class _Resolver:
                     self.route(entry)
                 elif section is schema.QUOTAS:
                     self.quota(entry)
+                elif section is schema.GUARDRAILS:
+                    self.guardrail(entry)
         if self.problems:
             raise ConfigError(self.config.source, self.problems)
 
@@ -96,21 +98,40 @@ class _Resolver:
             elif user.tenant is None or user.tenant.slug != slug:
                 self.problem(entry, "user", f"user {username!r} is not in tenant {slug}")
         if key_name:
-            found = self.db.key_named(slug, key_name)
-            if found is AMBIGUOUS:
-                self.problem(
-                    entry,
-                    "key",
-                    f"several keys of tenant {slug} are named {key_name!r}: "
-                    "give them different names in the admin first",
-                )
-            elif found is None and (slug, key_name) not in self.file_keys:
-                self.problem(
-                    entry,
-                    "key",
-                    f"unknown API key {key_name!r} in tenant {slug} (name it under "
-                    "the tenant's api_keys to create it)",
-                )
+            self.api_key(entry, "key", slug, key_name)
+
+    def api_key(self, entry, field, slug, key_name):
+        found = self.db.key_named(slug, key_name)
+        if found is AMBIGUOUS:
+            self.problem(
+                entry,
+                field,
+                f"several keys of tenant {slug} are named {key_name!r}: "
+                "give them different names in the admin first",
+            )
+        elif found is None and (slug, key_name) not in self.file_keys:
+            self.problem(
+                entry,
+                field,
+                f"unknown API key {key_name!r} in tenant {slug} (name it under "
+                "the tenant's api_keys to create it)",
+            )
+
+    def guardrail(self, entry):
+        slug = entry.values["tenant"]
+        for key_name in entry.values["api_keys"]:
+            self.api_key(entry, "api_keys", slug, key_name)
+        for row in self.db.guardrails:
+            if (slug_of(row.tenant), row.name) == entry.identity:
+                # The file could neither describe this row's keys nor leave them as they are.
+                prefixes = self.db.unnameable_keys(row)
+                if prefixes:
+                    self.problem(
+                        entry,
+                        "api_keys",
+                        f"the guardrail in the database applies to the key {', '.join(prefixes)}, which the "
+                        "file cannot name: give that key a name of its own in the admin first",
+                    )
 
 
 def resolve(config, db, *, tenant=None, prune=False):

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmproxy.configfile import fields as f
-from providers.models import ModelRoute, Provider
+from llmproxy.guardrails.regex_timeout import MAX_PATTERN_LENGTH
+from providers.models import ModelPolicy, ModelRoute, Provider
 from quotas.models import QuotaLimit
-from tenants.models import Tenant
+from tenants.models import Guardrail, Tenant
 
 _MODEL_DEFAULT = object()
 
@@ -22,6 +23,11 @@ class Field:
     attr: str | None = None  # the model attribute; None: not a column (a reference or a nested list)
     required: bool = False
     default: Any = _MODEL_DEFAULT
+    # A many-to-many attribute, set once the row is saved (a guardrail's API keys, given by name).
+    related: str | None = None
+    # False: the audit log says the field changed, not its values (a guardrail's
+    # pattern and words may name what the tenant wants kept out of sight).
+    audited: bool = True
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,11 @@ class Section:
     @property
     def columns(self):
         return [fd for fd in self.fields if fd.attr]
+
+    @property
+    def compared(self):
+        """The fields that make a row differ from its entry: its columns and its related sets."""
+        return [fd for fd in self.fields if fd.attr or fd.related]
 
 
 API_KEYS = Section(
@@ -93,6 +104,7 @@ PROVIDERS = Section(
         Field("extra_headers", f.headers, attr="extra_headers"),
         Field("timeout_seconds", f.seconds, attr="timeout_seconds"),
         Field("connect_timeout_seconds", f.seconds, attr="connect_timeout_seconds"),
+        Field("first_byte_timeout_seconds", f.optional_seconds, attr="first_byte_timeout_seconds"),
         Field("options", f.options, attr="options"),
         Field("active", f.boolean, attr="is_active"),
         Field("tenant", f.optional_slug, default=None),
@@ -140,9 +152,40 @@ QUOTAS = Section(
     ),
 )
 
-# In the order they are applied: a route needs its provider, a quota its key.
-SECTIONS = (TENANTS, PROVIDERS, ROUTES, QUOTAS)
+MODEL_POLICIES = Section(
+    key="model_policies",
+    audit_name="model_policy",
+    noun="model policy",
+    model=ModelPolicy,
+    fields=(
+        Field("model", f.model_name, attr="model", required=True),
+        Field("strategy", f.choice(ModelPolicy.Strategy.values), attr="strategy"),
+        Field("fallback_models", f.model_names, attr="fallback_models"),
+        Field("max_attempts", f.whole(1, 10), attr="max_attempts"),
+        Field("deadline_seconds", f.optional_seconds, attr="deadline_seconds"),
+        Field("tenant", f.optional_slug, default=None),
+    ),
+)
 
-# Reserved for guardrails (another issue): the key is known so that a file
-# written for a later version is refused with a clear message, not "unknown".
-GUARDRAILS_KEY = "guardrails"
+GUARDRAILS = Section(
+    key="guardrails",
+    audit_name="guardrail",
+    noun="guardrail",
+    model=Guardrail,
+    fields=(
+        Field("tenant", f.slug, required=True),
+        Field("name", f.text(100, required=True), attr="name", required=True),
+        Field("detector", f.choice(Guardrail.Detector.values), attr="detector", required=True),
+        Field("pattern", f.text(MAX_PATTERN_LENGTH), attr="pattern", audited=False),
+        Field("words", f.words, attr="words", audited=False),
+        Field("direction", f.choice(Guardrail.Direction.values), attr="direction"),
+        Field("action", f.choice(Guardrail.Action.values), attr="action"),
+        Field("shadow", f.boolean, attr="shadow"),
+        Field("models", f.model_names, attr="models"),
+        Field("api_keys", f.key_names, related="api_keys", default=[]),
+        Field("active", f.boolean, attr="is_active"),
+    ),
+)
+
+# In the order they are applied: a route needs its provider, a quota or a guardrail its keys.
+SECTIONS = (TENANTS, PROVIDERS, ROUTES, QUOTAS, MODEL_POLICIES, GUARDRAILS)

@@ -5,9 +5,9 @@ from collections import defaultdict
 from keys.models import ApiKey
 from llmproxy.configfile import schema
 from llmproxy.configfile.parse import identity
-from providers.models import ModelRoute, Provider
+from providers.models import ModelPolicy, ModelRoute, Provider
 from quotas.models import QuotaLimit
-from tenants.models import Tenant
+from tenants.models import Guardrail, Tenant
 
 # Several keys of one tenant answer to one name: the file cannot say which.
 AMBIGUOUS = object()
@@ -27,6 +27,10 @@ class DatabaseState:
         }
         self.routes = list(ModelRoute.objects.select_related("tenant", "provider__tenant").order_by("id"))
         self.quotas = list(QuotaLimit.objects.select_related("tenant", "user", "api_key").order_by("id"))
+        self.policies = list(ModelPolicy.objects.select_related("tenant").order_by("id"))
+        self.guardrails = list(
+            Guardrail.objects.select_related("tenant").prefetch_related("api_keys").order_by("id")
+        )
         self.named_keys = defaultdict(list)
         for key in ApiKey.objects.exclude(name="").select_related("tenant").order_by("id"):
             self.named_keys[(key.tenant.slug, key.name)].append(key)
@@ -59,7 +63,23 @@ class DatabaseState:
                 if getattr(named, "pk", None) != obj.api_key_id:
                     return None
                 values["key"] = obj.api_key.name
+        if section is schema.GUARDRAILS:
+            values["api_keys"] = []
+            for api_key in obj.api_keys.all():
+                if self.nameable(values["tenant"], api_key) is None:
+                    return None
+                values["api_keys"].append(api_key.name)
+            values["api_keys"].sort()
         return values
+
+    def nameable(self, slug, api_key):
+        """The key's name when the file can refer to the key by it; None otherwise."""
+        named = self.key_named(slug, api_key.name) if api_key.name else None
+        return api_key.name if getattr(named, "pk", None) == api_key.pk else None
+
+    def unnameable_keys(self, guardrail):
+        """The prefixes of a guardrail's keys that the file cannot name."""
+        return [k.prefix for k in guardrail.api_keys.all() if self.nameable(guardrail.tenant.slug, k) is None]
 
     def identity(self, section, obj):
         values = self.values(section, obj)

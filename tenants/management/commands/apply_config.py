@@ -17,9 +17,10 @@ def read_file(path):
 
 class Command(ProxyCommand):
     help = (
-        "Make the database match a YAML config file (tenants, providers, model routes, quotas; API keys "
-        "to create), in one transaction. Prints each object created, changed (field: old -> new) or "
-        "deleted, and each new API key once. Applying the same file again changes nothing."
+        "Make the database match a YAML config file (tenants, providers, model routes, quotas, model "
+        "policies, guardrails; API keys to create), in one transaction. Prints each object created, "
+        "changed (field: old -> new) or deleted, and each new API key once. Applying the same file again "
+        "changes nothing."
     )
     audit_actor = "config"
 
@@ -29,8 +30,8 @@ class Command(ProxyCommand):
         parser.add_argument(
             "--prune",
             action="store_true",
-            help="Also delete the providers, routes and quotas the file does not describe, of each of those "
-            "sections the file has. Tenants and API keys are never deleted.",
+            help="Also delete the providers, routes, quotas, model policies and guardrails the file does not "
+            "describe, of each of those sections the file has. Tenants and API keys are never deleted.",
         )
         self.add_tenant_argument(
             parser,

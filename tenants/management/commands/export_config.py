@@ -4,7 +4,8 @@ from llmproxy.management import ProxyCommand
 
 class Command(ProxyCommand):
     help = (
-        "Write the current tenants, providers, model routes, quotas and named API keys as a YAML config "
+        "Write the current tenants, providers, model routes, quotas, model policies, guardrails and named "
+        "API keys as a YAML config "
         "file on stdout, which apply_config reads back without a change. Credentials appear only as the "
         "environment variables that hold them."
     )
