@@ -33,6 +33,9 @@ class TenantRecord:
     cache_skip_nondeterministic: bool
     cache_generation: int
     store_prompts: bool
+    max_input_tokens: int
+    max_output_tokens: int
+    allowed_parameters: frozenset
     redis_down_policy: str
 
 
@@ -93,6 +96,9 @@ def _load(prefix: str):
             cache_ttl_seconds=tenant.cache_ttl_seconds,
             cache_skip_nondeterministic=tenant.cache_skip_nondeterministic,
             cache_generation=tenant.cache_generation,
+            max_input_tokens=tenant.max_input_tokens,
+            max_output_tokens=tenant.max_output_tokens,
+            allowed_parameters=frozenset(tenant.allowed_parameters or ()),
             store_prompts=tenant.store_prompts,
             redis_down_policy=tenant.redis_down_policy,
         ),

@@ -39,6 +39,7 @@ class TenantAdmin(TenantScopedAdmin):
         (None, {"fields": ("slug", "name", "is_active")}),
         ("Models", {"fields": ("allowed_models",)}),
         ("Response cache", {"fields": ("cache_ttl_seconds", "cache_skip_nondeterministic")}),
+        ("Request limits", {"fields": ("max_input_tokens", "max_output_tokens", "allowed_parameters")}),
         ("Logs", {"fields": ("store_prompts", "retention_days")}),
         ("When Redis is down", {"fields": ("redis_down_policy",)}),
         ("Tenant-wide quotas", {"fields": ("quota_usage",)}),

@@ -38,6 +38,16 @@ class Tenant(models.Model):
     store_prompts = models.BooleanField(
         default=False, help_text="Store prompt and completion text in the request log (redacted)."
     )
+    max_input_tokens = models.PositiveIntegerField(
+        default=0, help_text="Refuse requests whose input is longer than this many tokens; 0: no limit."
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        default=0, help_text="Refuse a larger max_tokens (and send this one when none is given); 0: no limit."
+    )
+    allowed_parameters = models.JSONField(
+        default=list, blank=True,
+        help_text="Request fields allowed besides model, messages/prompt/input and stream; empty: all.",
+    )
     retention_days = models.PositiveIntegerField(
         default=90, help_text="Audit and request logs older than this are purged."
     )

@@ -115,6 +115,8 @@ def _change_payload(name, obj):
             "is_active": "on",
             "allowed_models": "",
             "cache_ttl_seconds": "0",
+            "max_input_tokens": "0",
+            "max_output_tokens": "0",
             "retention_days": "90",
             "redis_down_policy": "closed",
         }
@@ -559,6 +561,8 @@ def test_a_platform_admin_creating_a_tenant_is_audited(root, platform_admin):
         "is_active": "on",
         "allowed_models": "gpt-4o, gpt-4o",
         "cache_ttl_seconds": "0",
+        "max_input_tokens": "0",
+        "max_output_tokens": "0",
         "retention_days": "30",
         "redis_down_policy": "closed",
     }

@@ -24,6 +24,7 @@ from llmproxy.gateway import auth_throttle, response_cache, sse
 from llmproxy.gateway.consumers import GatewayConsumer
 from llmproxy.gateway.errors import GatewayError, upstream_error_status
 from llmproxy.gateway.metering import Meter
+from llmproxy.gateway.request_limits import apply_request_limits
 from llmproxy.gateway.usage import UsageRecord, recorder
 from llmproxy.gateway.validation import VALIDATORS, decode_json
 from llmproxy.guardrails.cache import guard_for
@@ -123,6 +124,9 @@ class ProxyConsumer(AuthenticatedConsumer):
         payload = self.parse_payload(body)
         state.model = model = payload["model"]
         state.stream = stream = self.streamable and payload.get("stream") is True
+        tenant = key.tenant
+        if tenant.max_input_tokens or tenant.max_output_tokens or tenant.allowed_parameters:
+            payload = apply_request_limits(tenant, self.endpoint, payload)
         state.guard = guard = await guard_for(key, model, self.request_id)
         if guard is not None:
             # A blocked prompt is a 400 (before 403/404, the cache and the quota); a masked one
