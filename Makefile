@@ -7,8 +7,9 @@ HOST ?= 127.0.0.1
 VAR := var
 export LLMPROXY_VAR_DIR ?= $(CURDIR)/$(VAR)
 WORKERS ?= 2
+DURATION ?= 600
 
-.PHONY: run test lint bench venv secrets browser clean manage serve loadbalancer
+.PHONY: run test lint bench venv secrets browser clean manage serve loadbalancer soak
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +59,12 @@ serve: venv secrets loadbalancer
 	sh -c '$(PY) manage.py migrate --noinput -v0 && \
 	       if [ -n "$$CONFIG" ]; then $(PY) manage.py apply_config "$$CONFIG"; else $(PY) manage.py bootstrap_demo; fi && \
 	       exec $(PY) deploy/fleet.py serve --workers $(WORKERS) --bind $(HOST):$(PORT)'
+
+# Two proxies on PostgreSQL + Redis under a mixed load for DURATION seconds (not in CI).
+soak: venv secrets loadbalancer
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/llmproxy_soak} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} \
+	$(PY) -m bench.soak --duration $(DURATION)
 
 # Headless Chromium for the admin end-to-end tests, from Debian's packages.
 browser:

@@ -2,6 +2,11 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmproxy.settings")
 
+# Before Django loads its middleware: the Django instrumentation adds its own (nothing without OTEL_*).
+from llmproxy import tracing  # noqa: E402 - imports no model and no setting
+
+tracing.setup()
+
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 

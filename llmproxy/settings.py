@@ -252,6 +252,8 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
     if env_bool("BEHIND_TLS_PROXY", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -271,6 +273,12 @@ LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS = env_int("LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS
 LLMPROXY_QUOTA_HOLD_SECONDS = env_int("LLMPROXY_QUOTA_HOLD_SECONDS", 900, minimum=1)
 # Failed key authentications from one address per minute (per process) before it gets 429.
 LLMPROXY_AUTH_FAILURES_PER_MINUTE = env_int("LLMPROXY_AUTH_FAILURES_PER_MINUTE", 100, minimum=1)
+# When the database is away, usage records wait in an on-disk spool of at most this size per process;
+# when it is full: drop (the oldest records, counted) or refuse (503 to new requests until it drains).
+LLMPROXY_USAGE_SPOOL_MAX_BYTES = env_int("LLMPROXY_USAGE_SPOOL_MAX_BYTES", 256 * 1024 * 1024, minimum=1)
+LLMPROXY_USAGE_SPOOL_FULL_POLICY = env.str("LLMPROXY_USAGE_SPOOL_FULL_POLICY", default="drop")
+if LLMPROXY_USAGE_SPOOL_FULL_POLICY not in ("drop", "refuse"):
+    raise ImproperlyConfigured("LLMPROXY_USAGE_SPOOL_FULL_POLICY must be drop or refuse")
 # Failed authentications are audited as one row per source address and window of this many seconds.
 LLMPROXY_AUTH_AUDIT_WINDOW_SECONDS = env_int("LLMPROXY_AUTH_AUDIT_WINDOW_SECONDS", 60, minimum=1)
 # Identical requests wait at most this long for the first one's answer (response cache).

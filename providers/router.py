@@ -24,6 +24,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from llmproxy import tracing
 from providers import breaker, routing_table, strategies
 from providers.adapters.base import RouteTarget, UpstreamError
 from providers.adapters.registry import adapter_for
@@ -193,9 +194,11 @@ class _Call:
             started = time.perf_counter()
             try:
                 endpoint = self.endpoint(target) if callable(self.endpoint) else self.endpoint
-                answer, first, chunks = await attempt_once(
-                    target, endpoint, self.body_for(target), stream=self.stream, deadline_left=left
-                )
+                with tracing.attempt_span(target, endpoint, model, try_number) as span:
+                    answer, first, chunks = await attempt_once(
+                        target, endpoint, self.body_for(target), stream=self.stream, deadline_left=left
+                    )
+                    span.answered(first if answer is None else answer)
             except UpstreamError as error:
                 elapsed = (time.perf_counter() - started) * 1000
                 self.waited += elapsed

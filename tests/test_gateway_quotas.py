@@ -75,8 +75,10 @@ def test_the_answer_is_cut_down_to_the_token_budget_left(proxy_server, acme, ups
 
 def test_a_stream_running_past_the_budget_is_cut_off_with_an_error_event(proxy_server, acme, upstream,
                                                                          unique_model):
-    # This upstream ignores max_tokens, as some do.
-    make_route(acme, unique_model, upstream.v1, upstream_model="mock-1?chunks=40&reply=" + "word%20" * 200)
+    # This upstream (the built-in mock) ignores max_tokens, as some do.
+    provider, _ = make_route(acme, unique_model, "", upstream_model="mock-1?chunks=40", kind="mock")
+    provider.options = {"reply": "word " * 200}
+    provider.save()
     api_key, plain = make_key(acme)
     set_quota(acme, "tokens", "day", 60, key=api_key)
     stream = client(proxy_server, plain).chat.completions.create(model=unique_model, messages=HELLO, stream=True)

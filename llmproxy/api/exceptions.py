@@ -39,6 +39,9 @@ class Conflict(exceptions.APIException):
 
 
 def _as_api_exception(exc):
+    if isinstance(exc, RecursionError):
+        # Python's JSON parser gives up on very deep nesting: the client's body, not our fault.
+        return exceptions.ParseError("The JSON body is nested too deeply.")
     if isinstance(exc, DjangoValidationError):
         return exceptions.ValidationError(as_serializer_error(exc))
     if isinstance(exc, Http404):

@@ -3,15 +3,15 @@
 Channels' AsyncHttpConsumer dispatches one message at a time, awaiting each
 handler before it reads the next: a stream written from inside ``handle()``
 would never see the client's ``http.disconnect``. So ``__call__`` reads the
-body itself, then runs ``handle()`` as a task beside a disconnect listener
-and cancels it when the client goes away; the cancellation closes the
-upstream request and the handler's ``finally`` still records the usage.
+body itself, then runs ``handle()`` with a disconnect listener beside it that
+cancels it when the client goes away before the answer is whole; the
+cancellation closes the upstream request and the handler's ``finally`` still
+records the usage.
 It also skips the per-message ``close_old_connections`` hop to a thread that
 Channels does: the hot path touches no database connection.
 """
 
 import asyncio
-import contextlib
 import re
 import time
 import uuid
@@ -42,6 +42,8 @@ class GatewayConsumer(AsyncHttpConsumer):
             self.request_headers[name.decode("latin-1").lower()] = value
         self.request_id = self._request_id()
         self.response_started = False
+        self.response_finished = False
+        self.client_gone = False
         try:
             body = await self._read_body(receive)
         except BodyTooLarge:
@@ -51,18 +53,28 @@ class GatewayConsumer(AsyncHttpConsumer):
             return
         except _ClientGone:
             return
-        handler = asyncio.ensure_future(self._handle_safely(body))
-        listener = asyncio.ensure_future(_wait_for_disconnect(receive))
+        # The handler runs in this task, and a listener beside it cancels the task when the client goes
+        # away before the answer has gone out whole: one task per request rather than two and a wait.
+        task = asyncio.current_task()
+        listener = asyncio.get_running_loop().create_task(self._cancel_on_disconnect(receive, task))
         try:
-            await asyncio.wait({handler, listener}, return_when=asyncio.FIRST_COMPLETED)
+            await self._handle_safely(body)
+        except asyncio.CancelledError:
+            if not self.client_gone:
+                raise
+            task.uncancel()  # this cancellation was ours, and it is over
         finally:
-            for task in (handler, listener):
-                if not task.done():
-                    task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await handler
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            listener.cancel()
+
+    async def _cancel_on_disconnect(self, receive, task):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        # Daphne and uvicorn also report a disconnect as soon as the answer has gone out whole: that ends
+        # the exchange, it is not a client leaving early, and the handler may still be settling the quota
+        # and recording the usage, which must not be cut short.
+        if not self.response_finished:
+            self.client_gone = True
+            task.cancel()
 
     async def _read_body(self, receive) -> bytes:
         limit = settings.LLMPROXY_MAX_BODY_BYTES
@@ -112,6 +124,11 @@ class GatewayConsumer(AsyncHttpConsumer):
                 await self.send_error(GatewayError(500, "Internal error in the proxy.", type="server_error"))
 
     # --- answers -----------------------------------------------------------------
+    async def send(self, message):
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.response_finished = True
+        await self.base_send(message)
+
     def base_headers(self, extra=None) -> list:
         headers = [(b"x-request-id", self.request_id.encode())]
         if extra:
@@ -142,13 +159,6 @@ class GatewayConsumer(AsyncHttpConsumer):
 
 class _ClientGone(Exception):
     pass
-
-
-async def _wait_for_disconnect(receive):
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 class NotFoundConsumer(GatewayConsumer):

@@ -19,16 +19,17 @@ import orjson
 from django.conf import settings
 
 from keys.lookup import AuthFailure, KeyRecord, authenticate
-from llmproxy import metrics
+from llmproxy import metrics, tracing
 from llmproxy.gateway import auth_throttle, response_cache, sse
 from llmproxy.gateway.consumers import GatewayConsumer
 from llmproxy.gateway.errors import GatewayError, upstream_error_status
 from llmproxy.gateway.metering import Meter
 from llmproxy.gateway.request_limits import apply_request_limits
-from llmproxy.gateway.usage import UsageRecord, recorder
+from llmproxy.gateway.usage import UsageRecord, accepting, recorder
 from llmproxy.gateway.validation import VALIDATORS, decode_json
 from llmproxy.guardrails.cache import guard_for
 from llmproxy.guardrails.engine import GuardrailBlocked
+from llmproxy.logging_json import log_request
 from providers import routing_table
 from providers.adapters.base import UpstreamError
 from providers.router import AllRoutesFailed, call
@@ -48,7 +49,9 @@ def key_from_headers(headers: dict) -> str | None:
     for name in ("api-key", "x-api-key"):
         value = headers.get(name)
         if value:
-            return value.decode("latin-1").strip()
+            value = value.decode("latin-1").strip()
+            if value:
+                return value
     return None
 
 
@@ -103,24 +106,30 @@ class ProxyConsumer(AuthenticatedConsumer):
     async def handle(self, body):
         state = RequestState()
         self.ratelimit_headers = {}
-        try:
-            await self._proxy(body, state)
-        except GatewayError as exc:
-            state.status = exc.status
-            state.error_type = state.error_type or exc.code or exc.type
-            if not self.response_started:
-                await self.send_error(exc, self.answer_headers(state))
-        except asyncio.CancelledError:
-            state.status = CLIENT_CLOSED
-            state.error_type = "client_disconnected"
-            raise
-        finally:
-            if state.cache_lock is not None:
-                await state.cache_lock.release()
-            await self._account(state)
+        with tracing.request_span(self.endpoint, self.scope, self.request_headers, self.request_id):
+            try:
+                await self._proxy(body, state)
+            except GatewayError as exc:
+                state.status = exc.status
+                state.error_type = state.error_type or exc.code or exc.type
+                if not self.response_started:
+                    await self.send_error(exc, self.answer_headers(state))
+            except asyncio.CancelledError:
+                state.status = CLIENT_CLOSED
+                state.error_type = "client_disconnected"
+                raise
+            finally:
+                if state.cache_lock is not None:
+                    await state.cache_lock.release()
+                await self._account(state)
 
     async def _proxy(self, body, state: RequestState):
-        state.key = self.key_record = key = await self.authenticate()
+        if not accepting():
+            # The usage spool is full and the operator chose to refuse rather than lose records.
+            raise GatewayError(503, "The proxy cannot record usage right now; retry shortly.",
+                               code="usage_backlog_full", headers={"retry-after": "5"})
+        with tracing.span("llmproxy.key_lookup"):
+            state.key = self.key_record = key = await self.authenticate()
         payload = self.parse_payload(body)
         state.model = model = payload["model"]
         state.stream = stream = self.streamable and payload.get("stream") is True
@@ -141,7 +150,9 @@ class ProxyConsumer(AuthenticatedConsumer):
                                param="model", code="model_not_found")
         state.meter = Meter(self.endpoint, payload)
         if self.response_cache and key.tenant.cache_ttl_seconds > 0:
-            hit = await self._cache_lookup(key, payload, state)
+            with tracing.span("llmproxy.cache") as span:
+                hit = await self._cache_lookup(key, payload, state)
+                span.set_attribute("llmproxy.cache_hit", hit is not None)
             if hit is not None:
                 await self._reserve(key, payload, targets, state, cache_hit=True)
                 await self._relay_cached(hit, state, payload, model)
@@ -159,7 +170,8 @@ class ProxyConsumer(AuthenticatedConsumer):
         state.target = result.target
         state.attempts = [a.as_dict() for a in result.attempts]
         if stream:
-            await self._relay_stream(result, state, client_wants_usage, model)
+            with tracing.span("llmproxy.stream"):
+                await self._relay_stream(result, state, client_wants_usage, model)
         else:
             await self._relay_answer(result, state, model)
 
@@ -200,7 +212,9 @@ class ProxyConsumer(AuthenticatedConsumer):
                 output_price=max(t.output_price for t in targets),
             )
         try:
-            decision = await limiter.reserve(list(key.limits), ask, redis_down_policy=key.tenant.redis_down_policy)
+            with tracing.span("llmproxy.quota"):
+                decision = await limiter.reserve(list(key.limits), ask,
+                                                 redis_down_policy=key.tenant.redis_down_policy)
         except limiter.LimiterUnavailable:
             raise GatewayError(503, "Quota service unavailable; try again shortly.", code="quota_unavailable")
         self.ratelimit_headers = decision.headers
@@ -374,9 +388,6 @@ class ProxyConsumer(AuthenticatedConsumer):
         key = state.key
         tenant = key.tenant.slug if key else ""
         provider = "cache" if state.cache_hit else (state.target.provider.name if state.target else "")
-        metrics.REQUESTS.labels(tenant, state.model, provider, str(state.status)).inc()
-        if key is None:
-            return
         input_tokens = output_tokens = 0
         estimated = False
         cost = Decimal(0)
@@ -384,8 +395,6 @@ class ProxyConsumer(AuthenticatedConsumer):
             input_tokens, output_tokens = state.meter.finish()
             estimated = state.meter.estimated
             cost = state.target.cost(input_tokens, output_tokens)
-            metrics.TOKENS.labels(tenant, state.model, "input").inc(input_tokens)
-            metrics.TOKENS.labels(tenant, state.model, "output").inc(output_tokens)
         if state.reservation is not None:
             from quotas import limiter
 
@@ -394,12 +403,12 @@ class ProxyConsumer(AuthenticatedConsumer):
                                      cost=cost)
             except Exception:
                 logger.exception("could not settle the quota reservation of %s", self.request_id)
-        recorder.add(UsageRecord(
+        record = UsageRecord(
             created_at=datetime.now(UTC),
             request_id=self.request_id,
-            tenant_id=key.tenant.id,
-            api_key_id=key.id,
-            key_prefix=key.prefix,
+            tenant_id=key.tenant.id if key else 0,
+            api_key_id=key.id if key else None,
+            key_prefix=key.prefix if key else "",
             endpoint=self.record_endpoint or self.endpoint,
             model=state.model,
             status=state.status,
@@ -416,8 +425,13 @@ class ProxyConsumer(AuthenticatedConsumer):
             error_type=state.error_type,
             attempts=state.attempts,
             guardrail_hits=state.guard.hits if state.guard is not None else (),
-            **_stored_text(key, state),
-        ))
+            **(_stored_text(key, state) if key else {}),
+        )
+        if key is not None:  # a request without a valid key has no tenant to record usage for
+            recorder.add(record)
+        metrics.observe_request(record, tenant=tenant, cache_missed=state.cache_key is not None)
+        log_request(record, tenant=tenant)
+        tracing.finish_request(record, tenant=tenant)
 
 
 def _stored_text(key: KeyRecord, state: RequestState) -> dict:

@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 # When the database is away, records wait here; past this many the oldest go
 # (with an error in the log) rather than the process running out of memory.
 MAX_BUFFERED = 200_000
+LOG_FAILURE_EVERY = 10.0
 
 
 @dataclass(slots=True)
@@ -89,13 +91,28 @@ class UsageRecorder:
 
     async def _flush_forever(self):
         interval = settings.LLMPROXY_USAGE_FLUSH_SECONDS
+        failing_since = last_logged = None
         while True:
             await asyncio.sleep(interval)
             if self._pending or _auth_failures_waiting() or self.spool.has_records():
                 try:
                     await asyncio.to_thread(self.flush)
-                except Exception:
-                    logger.exception("usage flush failed; records kept for the next try")
+                except Exception as exc:
+                    # The whole error once, then a line every LOG_FAILURE_EVERY s: an outage
+                    # must be visible in the log without a traceback per flush.
+                    now = time.monotonic()
+                    if failing_since is None:
+                        failing_since = last_logged = now
+                        logger.exception("usage flush failed; records kept (on disk) for the next try")
+                    elif now - last_logged >= LOG_FAILURE_EVERY:
+                        last_logged = now
+                        logger.error("usage flush still failing after %.0f s (%d records waiting): %s",
+                                     now - failing_since, self.backlog(), exc)
+                else:
+                    if failing_since is not None:
+                        logger.warning("usage flush works again after %.0f s",
+                                       time.monotonic() - failing_since)
+                    failing_since = None
 
     def pending(self) -> int:
         return len(self._pending)
@@ -121,6 +138,7 @@ class UsageRecorder:
                 written = self.spool.replay(_write_keeping_owned)
                 if batch:
                     _write_keeping_owned(batch)
+                self.spool.drained()
             except Exception:
                 # To disk, or (spool full under the refuse policy, disk error) back in front, in order.
                 if batch and not self.spool.save(batch):

@@ -13,6 +13,7 @@ import httpx
 import orjson
 from django.conf import settings
 
+from llmproxy import tracing
 from providers.adapters.base import Adapter, RouteTarget, UpstreamError
 from providers.adapters.openai import _abort, transport_error, upstream_error_from_response
 from providers.http import get_client
@@ -53,6 +54,7 @@ class AnthropicAdapter(Adapter):
         if credential:
             headers["x-api-key"] = credential
         headers.update(target.provider.extra_headers)
+        tracing.inject_headers(headers)  # the current upstream attempt's traceparent
         return headers
 
     def payload(self, target: RouteTarget, body: dict, *, stream: bool) -> bytes:
