@@ -66,6 +66,11 @@ soak: venv secrets loadbalancer
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} \
 	$(PY) -m bench.soak --duration $(DURATION)
 
+# The benchmark (bench/README.md): nginx and wrk from Debian when missing, LiteLLM into bench/.venv-litellm,
+# its own database llmproxy_bench and Redis keys lpbench:*. Results in bench/results/. Options: BENCH_ARGS="--help".
+bench: venv
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 # Headless Chromium for the admin end-to-end tests, from Debian's packages.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

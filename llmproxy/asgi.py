@@ -1,4 +1,6 @@
+import functools
 import os
+import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmproxy.settings")
 
@@ -18,3 +20,10 @@ django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 from llmproxy.gateway.routing import build_application  # noqa: E402
 
 application = build_application(django_asgi_app)
+
+# Under Daphne, Twisted parses every POST's Content-Type with the email package:
+# 70 µs a request, 8% of a proxied call's CPU in bench/ profiles. The answer
+# depends only on the header's bytes, and clients send a handful of values.
+_twisted_http = sys.modules.get("twisted.web.http")
+if _twisted_http is not None and hasattr(_twisted_http, "_parseContentType"):
+    _twisted_http._parseContentType = functools.lru_cache(maxsize=256)(_twisted_http._parseContentType)

@@ -395,14 +395,6 @@ class ProxyConsumer(AuthenticatedConsumer):
             input_tokens, output_tokens = state.meter.finish()
             estimated = state.meter.estimated
             cost = state.target.cost(input_tokens, output_tokens)
-        if state.reservation is not None:
-            from quotas import limiter
-
-            try:
-                await limiter.settle(state.reservation, input_tokens=input_tokens, output_tokens=output_tokens,
-                                     cost=cost)
-            except Exception:
-                logger.exception("could not settle the quota reservation of %s", self.request_id)
         record = UsageRecord(
             created_at=datetime.now(UTC),
             request_id=self.request_id,
@@ -432,6 +424,16 @@ class ProxyConsumer(AuthenticatedConsumer):
         metrics.observe_request(record, tenant=tenant, cache_missed=state.cache_key is not None)
         log_request(record, tenant=tenant)
         tracing.finish_request(record, tenant=tenant)
+        # Settled after the record is buffered: whatever interrupts the settle (a
+        # cancellation, a Redis error) can no longer lose the request's usage row.
+        if state.reservation is not None:
+            from quotas import limiter
+
+            try:
+                await limiter.settle(state.reservation, input_tokens=input_tokens, output_tokens=output_tokens,
+                                     cost=cost)
+            except Exception:
+                logger.exception("could not settle the quota reservation of %s", self.request_id)
 
 
 def _stored_text(key: KeyRecord, state: RequestState) -> dict:
