@@ -137,7 +137,8 @@ def verify_chain(chain):
     elif head.seq != last_seq or head.row_hash != expected_prev:
         if head.seq > last_seq:
             problem = Problem(
-                "removed", None,
+                "removed",
+                None,
                 f"the newest {head.seq - last_seq} row(s) are missing (seq {last_seq + 1}..{head.seq})",
             )
         else:

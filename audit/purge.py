@@ -126,4 +126,3 @@ def retention_scopes(tenant=None):
         yield RetentionScope(f"tenant {t.slug}", t, t.retention_days)
     if tenant is None:
         yield RetentionScope("no tenant", NO_TENANT, PLATFORM_RETENTION_DAYS)
-

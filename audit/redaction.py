@@ -56,39 +56,55 @@ _SECRET_WORDS = (
 # Order matters: secrets first (a key may hold digits that look like a phone),
 # then e-mails, cards before phones (a spaced card number looks like a phone).
 _RULES = (
-    _Rule("SECRET", re.compile(
-        r"(?P<value>-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----.{0,10000}?-----END [A-Z ]{0,40}PRIVATE KEY-----)",
-        re.DOTALL,
-    )),
-    _Rule("SECRET", re.compile(
-        r"(?P<value>\b(?:"
-        r"lp-[A-Za-z0-9]{8}-[A-Za-z0-9]{32,128}"  # this proxy's keys
-        r"|sk-(?:proj-|ant-(?:api\d\d-)?|svcacct-)?[A-Za-z0-9_-]{20,200}"  # OpenAI, Anthropic
-        r"|(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,100}|github_pat_[A-Za-z0-9_]{22,255}"  # GitHub
-        r"|xox[abposr]-[A-Za-z0-9-]{10,200}"  # Slack
-        r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key id
-        r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
-        r"|(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,200}"  # Stripe
-        r"|eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,8000}\.[A-Za-z0-9_-]{8,2000}"  # JWT
-        r"))"
-    )),
+    _Rule(
+        "SECRET",
+        re.compile(
+            r"(?P<value>-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----.{0,10000}?-----END [A-Z ]{0,40}PRIVATE KEY-----)",  # noqa: E501
+            re.DOTALL,
+        ),
+    ),
+    _Rule(
+        "SECRET",
+        re.compile(
+            r"(?P<value>\b(?:"
+            r"lp-[A-Za-z0-9]{8}-[A-Za-z0-9]{32,128}"  # this proxy's keys
+            r"|sk-(?:proj-|ant-(?:api\d\d-)?|svcacct-)?[A-Za-z0-9_-]{20,200}"  # OpenAI, Anthropic
+            r"|(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,100}|github_pat_[A-Za-z0-9_]{22,255}"  # GitHub
+            r"|xox[abposr]-[A-Za-z0-9-]{10,200}"  # Slack
+            r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key id
+            r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
+            r"|(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,200}"  # Stripe
+            r"|eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,8000}\.[A-Za-z0-9_-]{8,2000}"  # JWT
+            r"))"
+        ),
+    ),
     _Rule("SECRET", re.compile(r"(?i)\bbearer\s{1,5}(?P<value>[A-Za-z0-9._~+/-]{16,2000}=*)")),
-    _Rule("SECRET", re.compile(
-        rf"(?i)\b(?:{_SECRET_WORDS})\b[\"']?\s{{0,5}}[:=]\s{{0,5}}[\"']?(?P<value>[^\s\"',;]{{4,2000}})"
-    )),
+    _Rule(
+        "SECRET",
+        re.compile(
+            rf"(?i)\b(?:{_SECRET_WORDS})\b[\"']?\s{{0,5}}[:=]\s{{0,5}}[\"']?(?P<value>[^\s\"',;]{{4,2000}})"
+        ),
+    ),
     _Rule("SECRET", re.compile(r"(?<![A-Za-z0-9_-])(?P<value>[A-Za-z0-9_-]{32,4000}={0,2})"), _looks_random),
-    _Rule("EMAIL", re.compile(
-        r"(?<![A-Za-z0-9._%+-])(?P<value>[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
-        r"\.[A-Za-z]{2,24})\b"
-    )),
+    _Rule(
+        "EMAIL",
+        re.compile(
+            r"(?<![A-Za-z0-9._%+-])(?P<value>[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
+            r"\.[A-Za-z]{2,24})\b"
+        ),
+    ),
     _Rule("CARD", re.compile(r"(?<![\d-])(?P<value>\d(?:[ -]?\d){12,18})(?![\d-])"), _is_card),
-    _Rule("PHONE", re.compile(
-        r"(?<![\w+])(?P<value>"
-        r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}"  # international: +44 20 7946 0958
-        r"|(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # North American: (555) 123-4567
-        r"|0\d{1,4}[ /-]\d{3,8}(?:[ -]\d{2,5})?"  # national with a trunk 0: 030 1234567
-        r")(?![\w])"
-    ), _is_phone),
+    _Rule(
+        "PHONE",
+        re.compile(
+            r"(?<![\w+])(?P<value>"
+            r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}"  # international: +44 20 7946 0958
+            r"|(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # North American: (555) 123-4567
+            r"|0\d{1,4}[ /-]\d{3,8}(?:[ -]\d{2,5})?"  # national with a trunk 0: 030 1234567
+            r")(?![\w])"
+        ),
+        _is_phone,
+    ),
 )
 
 

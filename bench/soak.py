@@ -46,16 +46,28 @@ def prepare(mock_upstream: str) -> dict:
 
     run = uuid.uuid4().hex[:8]
     tenant = Tenant.objects.create(slug=f"soak-{run}", name="soak")
-    provider = Provider.objects.create(name=f"soak-{run}", kind="openai_compatible", tenant=tenant,
-                                       base_url=f"{mock_upstream}/v1", timeout_seconds=30)
+    provider = Provider.objects.create(
+        name=f"soak-{run}",
+        kind="openai_compatible",
+        tenant=tenant,
+        base_url=f"{mock_upstream}/v1",
+        timeout_seconds=30,
+    )
     model, failing = f"soak-{run}", f"soak-{run}-failing"
     ModelRoute.objects.create(model=model, provider=provider, upstream_model="mock-1?chunks=8", tenant=tenant)
-    ModelRoute.objects.create(model=failing, provider=provider, upstream_model="mock-1?fail_status=500",
-                              tenant=tenant)
+    ModelRoute.objects.create(
+        model=failing, provider=provider, upstream_model="mock-1?fail_status=500", tenant=tenant
+    )
     _, plain = api_key_create(tenant=tenant, name="soak")
     limited_key, limited = api_key_create(tenant=tenant, name="soak-limited")
-    QuotaLimit.objects.create(tenant=tenant, scope="key", api_key=limited_key, metric="requests",
-                              period="minute", limit=QUOTA_PER_MINUTE)
+    QuotaLimit.objects.create(
+        tenant=tenant,
+        scope="key",
+        api_key=limited_key,
+        metric="requests",
+        period="minute",
+        limit=QUOTA_PER_MINUTE,
+    )
     return {"tenant_id": tenant.id, "model": model, "failing": failing, "key": plain, "limited_key": limited}
 
 
@@ -63,16 +75,23 @@ def start(env: dict, log_dir: Path) -> tuple[procs.Process, list[procs.Process],
     log_dir.mkdir(parents=True, exist_ok=True)
     port = procs.free_port()
     argv = [sys.executable, "-m", "providers.mock_server", "--port", str(port)]
-    upstream = procs.Process("soak-upstream", argv, cpu=0, log_dir=log_dir, cwd=ROOT,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    upstream = procs.Process(
+        "soak-upstream", argv, cpu=0, log_dir=log_dir, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     mock = f"http://127.0.0.1:{port}"
     procs.wait_http(f"{mock}/v1/models", upstream)
     proxies, bases = [], []
     for i in range(2):
         port = procs.free_port()
         argv = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "llmproxy.asgi:application"]
-        process = procs.Process(f"soak-daphne-{i + 1}", argv, cpu=i % max(1, os.cpu_count() or 1),
-                                log_dir=log_dir, cwd=ROOT, env=env)
+        process = procs.Process(
+            f"soak-daphne-{i + 1}",
+            argv,
+            cpu=i % max(1, os.cpu_count() or 1),
+            log_dir=log_dir,
+            cwd=ROOT,
+            env=env,
+        )
         proxies.append(process)
         bases.append(f"http://127.0.0.1:{port}")
     for process, base in zip(proxies, bases, strict=True):
@@ -93,8 +112,9 @@ async def drive(bases: list[str], plan: dict, duration: float, concurrency: int,
         model = plan["failing"] if kind == "failing" else plan["model"]
         headers = {"authorization": f"Bearer {key}"}
         if kind == "embeddings":
-            response = await http.post(f"{base}/v1/embeddings", headers=headers,
-                                       json={"model": model, "input": "hi"})
+            response = await http.post(
+                f"{base}/v1/embeddings", headers=headers, json={"model": model, "input": "hi"}
+            )
             return response.status_code
         body = {"model": model, "messages": HELLO, "stream": kind == "stream"}
         async with http.stream("POST", f"{base}/v1/chat/completions", headers=headers, json=body) as response:
@@ -119,8 +139,12 @@ async def drive(bases: list[str], plan: dict, duration: float, concurrency: int,
                     unexpected[str(status)] += 1
 
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    return {"requests": sum(statuses.values()), "by_status": dict(statuses), "by_kind": dict(kinds),
-            "unexpected": dict(unexpected)}
+    return {
+        "requests": sum(statuses.values()),
+        "by_status": dict(statuses),
+        "by_kind": dict(kinds),
+        "unexpected": dict(unexpected),
+    }
 
 
 def run(env: dict, log_dir: Path, *, duration: float, concurrency=8, seed=1) -> dict:
@@ -139,8 +163,14 @@ def run(env: dict, log_dir: Path, *, duration: float, concurrency=8, seed=1) -> 
             process.stop()  # SIGTERM: the proxies write what they still hold
         upstream.stop()
     rows = RequestLog.objects.filter(tenant_id=plan["tenant_id"]).count()
-    return {**result, "duration_s": duration, "rows": rows, "rows_match": rows == result["requests"],
-            "rss_start_mb": rss_start, "rss_end_mb": rss_end}
+    return {
+        **result,
+        "duration_s": duration,
+        "rows": rows,
+        "rows_match": rows == result["requests"],
+        "rss_start_mb": rss_start,
+        "rss_end_mb": rss_end,
+    }
 
 
 def main():
@@ -157,12 +187,19 @@ def main():
     env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     env.setdefault("LLMPROXY_ENCRYPTION_KEY", Fernet.generate_key().decode())
     env.setdefault("LLMPROXY_REDIS_KEY_PREFIX", "lpsoak")
-    env.update({"DJANGO_SETTINGS_MODULE": "llmproxy.settings", "LOG_LEVEL": "WARNING",
-                "PYTHONUNBUFFERED": "1", "LLMPROXY_VAR_DIR": str(args.log_dir)})
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "llmproxy.settings",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+            "LLMPROXY_VAR_DIR": str(args.log_dir),
+        }
+    )
     if env["DATABASE_URL"].startswith("postgres"):
         _create_database(env["DATABASE_URL"])
-    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env,
-                   check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
     os.environ.update(env)
     import django
 

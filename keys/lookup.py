@@ -87,7 +87,9 @@ def _load(prefix: str):
         prefix=api_key.prefix,
         digest=api_key.digest,
         previous_digest=api_key.previous_digest,
-        previous_valid_until=api_key.previous_valid_until.timestamp() if api_key.previous_valid_until else None,
+        previous_valid_until=api_key.previous_valid_until.timestamp()
+        if api_key.previous_valid_until
+        else None,
         tenant=TenantRecord(
             id=tenant.id,
             slug=tenant.slug,

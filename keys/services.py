@@ -25,9 +25,17 @@ def api_key_create(*, tenant, name="", allowed_models=None, expires_at=None, use
         allowed_models=list(allowed_models or []),
         expires_at=expires_at,
     )
-    audit_record(actor=actor, action="api_key.create", target=api_key, tenant=tenant,
-                 metadata={"name": name, "allowed_models": api_key.allowed_models,
-                           "expires_at": expires_at.isoformat() if expires_at else None})
+    audit_record(
+        actor=actor,
+        action="api_key.create",
+        target=api_key,
+        tenant=tenant,
+        metadata={
+            "name": name,
+            "allowed_models": api_key.allowed_models,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
     return api_key, plain
 
 
@@ -45,9 +53,16 @@ def api_key_rotate(*, api_key, grace=timedelta(hours=24), actor=None):
     api_key.previous_valid_until = now + grace if grace > timedelta(0) else None
     api_key.digest = secrets.digest(plain)
     api_key.rotated_at = now
-    api_key.save(update_fields=["previous_digest", "previous_valid_until", "digest", "rotated_at", "updated_at"])
-    audit_record(actor=actor, action="api_key.rotate", target=api_key, tenant=api_key.tenant,
-                 metadata={"grace_seconds": int(grace.total_seconds())})
+    api_key.save(
+        update_fields=["previous_digest", "previous_valid_until", "digest", "rotated_at", "updated_at"]
+    )
+    audit_record(
+        actor=actor,
+        action="api_key.rotate",
+        target=api_key,
+        tenant=api_key.tenant,
+        metadata={"grace_seconds": int(grace.total_seconds())},
+    )
     return plain
 
 

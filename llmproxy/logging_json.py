@@ -76,8 +76,13 @@ def log_request(record, *, tenant: str):
         "ttfb_ms": None if record.ttfb_ms is None else round(record.ttfb_ms, 2),
     }
     access_log.info(
-        "%s %s %s %d %.0fms", record.request_id, record.endpoint, record.model or "-", record.status,
-        record.latency_ms, extra={"fields": fields},
+        "%s %s %s %d %.0fms",
+        record.request_id,
+        record.endpoint,
+        record.model or "-",
+        record.status,
+        record.latency_ms,
+        extra={"fields": fields},
     )
 
 

@@ -47,18 +47,22 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 REQUESTS = Counter(
-    "llmproxy_requests", "Client requests answered by the proxy (retries not counted).",
+    "llmproxy_requests",
+    "Client requests answered by the proxy (retries not counted).",
     ["tenant", "model", "provider", "status"],
 )
 TOKENS = Counter("llmproxy_tokens", "Tokens used, by kind.", ["tenant", "model", "kind"])
 DURATION = Histogram(
-    "llmproxy_request_duration_seconds", "Time from a request's arrival to the end of its answer.",
-    ["model", "provider"], buckets=LATENCY_BUCKETS,
+    "llmproxy_request_duration_seconds",
+    "Time from a request's arrival to the end of its answer.",
+    ["model", "provider"],
+    buckets=LATENCY_BUCKETS,
 )
 TTFB = Histogram(
     "llmproxy_time_to_first_byte_seconds",
     "Time from a request's arrival to the first byte of its answer body.",
-    ["model", "provider"], buckets=LATENCY_BUCKETS,
+    ["model", "provider"],
+    buckets=LATENCY_BUCKETS,
 )
 OVERHEAD = Histogram(
     "llmproxy_proxy_overhead_seconds",
@@ -68,39 +72,50 @@ OVERHEAD = Histogram(
 COST = Counter("llmproxy_cost_usd", "Cost of the answers, in USD (route prices).", ["tenant", "model"])
 CACHE_HITS = Counter("llmproxy_cache_hits", "Requests answered from the response cache.", ["tenant", "model"])
 CACHE_MISSES = Counter(
-    "llmproxy_cache_misses", "Cacheable requests sent upstream (not in the cache, or no-cache).",
+    "llmproxy_cache_misses",
+    "Cacheable requests sent upstream (not in the cache, or no-cache).",
     ["tenant", "model"],
 )
 QUOTA_REJECTIONS = Counter(
-    "llmproxy_quota_rejections", "Requests refused or cut off by a quota.", ["tenant", "reason"],
+    "llmproxy_quota_rejections",
+    "Requests refused or cut off by a quota.",
+    ["tenant", "reason"],
 )
 LIMITER_EVENTS = Counter(
-    "llmproxy_quota_limiter_events", "The limiter's trouble with Redis (quotas.limiter.counters).", ["event"],
+    "llmproxy_quota_limiter_events",
+    "The limiter's trouble with Redis (quotas.limiter.counters).",
+    ["event"],
 )
 UPSTREAM_ERRORS = Counter(
-    "llmproxy_upstream_errors", "Failed upstream attempts, by the upstream's status (0: none).",
+    "llmproxy_upstream_errors",
+    "Failed upstream attempts, by the upstream's status (0: none).",
     ["provider", "model", "status"],
 )
 UPSTREAM_RETRIES = Counter(
-    "llmproxy_upstream_retries", "Upstream attempts after a request's first (retries and fallbacks).",
+    "llmproxy_upstream_retries",
+    "Upstream attempts after a request's first (retries and fallbacks).",
     ["provider", "model"],
 )
 CIRCUIT_SKIPS = Counter(
-    "llmproxy_circuit_skips", "Routes skipped because their circuit breaker was open.", ["provider", "model"],
+    "llmproxy_circuit_skips",
+    "Routes skipped because their circuit breaker was open.",
+    ["provider", "model"],
 )
 
 if MULTIPROCESS:
     from prometheus_client import multiprocess
 
     # The sum over the live processes; each one's value is refreshed while it has records waiting.
-    USAGE_BACKLOG = Gauge("llmproxy_usage_backlog", "Usage records not yet written to the database.",
-                          multiprocess_mode="livesum")
+    USAGE_BACKLOG = Gauge(
+        "llmproxy_usage_backlog",
+        "Usage records not yet written to the database.",
+        multiprocess_mode="livesum",
+    )
     # A "live" gauge's file must go when its process does, or the sum keeps a dead process's value.
     atexit.register(multiprocess.mark_process_dead, os.getpid())
 else:
     USAGE_BACKLOG = Gauge("llmproxy_usage_backlog", "Usage records not yet written to the database.")
     USAGE_BACKLOG.set_function(recorder.backlog)
-
 
 
 class _Children(dict):
@@ -242,13 +257,15 @@ class CircuitStates:
         from providers.models import ModelRoute
 
         family = GaugeMetricFamily(
-            "llmproxy_circuit_state", "Circuit breaker of each route: 0 closed, 1 half-open, 2 open.",
+            "llmproxy_circuit_state",
+            "Circuit breaker of each route: 0 closed, 1 half-open, 2 open.",
             labels=["route", "model", "provider"],
         )
         try:
             routes = list(
                 ModelRoute.objects.filter(is_active=True, provider__is_active=True)
-                .values_list("id", "model", "provider__name").order_by("id")
+                .values_list("id", "model", "provider__name")
+                .order_by("id")
             )
         except DatabaseError as exc:
             # The other metrics matter most when the database is in trouble: answer with them.

@@ -70,8 +70,9 @@ async def metrics(request):
 
     allowed, status = metrics_allowed(request)
     if not allowed:
-        response = HttpResponse("Forbidden\n" if status == 403 else "Unauthorized\n", status=status,
-                                content_type="text/plain")
+        response = HttpResponse(
+            "Forbidden\n" if status == 403 else "Unauthorized\n", status=status, content_type="text/plain"
+        )
         if status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response

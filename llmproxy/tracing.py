@@ -43,7 +43,10 @@ _request = contextvars.ContextVar("llmproxy_request_span", default=None)
 # Provider kinds as the GenAI semantic conventions name their systems.
 _SYSTEMS = {"openai": "openai", "azure": "az.ai.openai", "anthropic": "anthropic"}
 _OPERATIONS = {
-    "chat": "chat", "messages": "chat", "completions": "text_completion", "embeddings": "embeddings",
+    "chat": "chat",
+    "messages": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
 }
 _DEFAULT_EXCLUDED_URLS = "healthz,readyz,metrics"
 
@@ -203,8 +206,9 @@ class _Span:
             self.span.set_attribute("llmproxy.cancelled", True)
             return
         self.span.record_exception(exc)
-        self.span.set_attribute("error.type", getattr(exc, "kind", None) or getattr(exc, "code", None)
-                                or type(exc).__name__)
+        self.span.set_attribute(
+            "error.type", getattr(exc, "kind", None) or getattr(exc, "code", None) or type(exc).__name__
+        )
         self.span.set_status(_otel.Status(_otel.StatusCode.ERROR, str(exc)[:200]))
 
     def set_attribute(self, key, value):
@@ -323,8 +327,11 @@ def attempt_span(target, endpoint: str, model: str, try_number: int):
     if base.hostname:
         attributes["server.address"] = base.hostname
         attributes["server.port"] = base.port or (443 if base.scheme == "https" else 80)
-    attempt = _AttemptSpan(_tracer.start_span(f"{operation} {target.upstream_model}",
-                                              kind=_otel.SpanKind.CLIENT, attributes=attributes))
+    attempt = _AttemptSpan(
+        _tracer.start_span(
+            f"{operation} {target.upstream_model}", kind=_otel.SpanKind.CLIENT, attributes=attributes
+        )
+    )
     attempt.kind = system
     return attempt
 

@@ -10,8 +10,11 @@ urlpatterns = [
     path("metrics", ops_views.metrics, name="metrics"),
     # Before the admin's own URLs, whose catch-all would answer 404 for these.
     path("admin/usage/", admin.site.admin_view(dashboard.usage_index), name="usage-dashboard"),
-    path("admin/usage/<slug:slug>/", admin.site.admin_view(dashboard.usage_tenant),
-         name="usage-dashboard-tenant"),
+    path(
+        "admin/usage/<slug:slug>/",
+        admin.site.admin_view(dashboard.usage_tenant),
+        name="usage-dashboard-tenant",
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include("llmproxy.api.urls")),
     path("api/schema/", api_docs.schema_view, name="api-schema"),

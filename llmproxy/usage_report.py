@@ -92,8 +92,10 @@ def usage_report(*, tenant_ids: list[int] | None, start: date, end: date, per_te
         days.append(Row(day.isoformat(), by_day.get(day, Usage()), day_latency.get(day, Latency())))
 
     model_latency, capped_too = _percentiles(logs, F("model"))
-    models = [Row(name, usage, model_latency.get(name, Latency()))
-              for name, usage in _sums(rollups, F("model")).items()]
+    models = [
+        Row(name, usage, model_latency.get(name, Latency()))
+        for name, usage in _sums(rollups, F("model")).items()
+    ]
 
     keys = []
     key_names = {}
@@ -116,13 +118,12 @@ def usage_report(*, tenant_ids: list[int] | None, start: date, end: date, per_te
 
 def _sums(rollups, group) -> dict:
     rows = (
-        rollups.annotate(group=group).values("group")
-        .annotate(**{f"t_{name}": Sum(name) for name in TOTALS}).order_by("group")
+        rollups.annotate(group=group)
+        .values("group")
+        .annotate(**{f"t_{name}": Sum(name) for name in TOTALS})
+        .order_by("group")
     )
-    return {
-        row["group"]: Usage(**{name: row[f"t_{name}"] or 0 for name in TOTALS})
-        for row in rows
-    }
+    return {row["group"]: Usage(**{name: row[f"t_{name}"] or 0 for name in TOTALS}) for row in rows}
 
 
 def _top(rows: list[Row]) -> list[Row]:
@@ -131,9 +132,9 @@ def _top(rows: list[Row]) -> list[Row]:
     if len(rows) <= TOP:
         return rows
     others = Usage()
-    for row in rows[TOP - 1:]:
+    for row in rows[TOP - 1 :]:
         others.add(row.usage)
-    return [*rows[:TOP - 1], Row(OTHERS, others)]
+    return [*rows[: TOP - 1], Row(OTHERS, others)]
 
 
 class PercentileCont(Aggregate):
@@ -151,9 +152,11 @@ def _percentiles(logs, group) -> tuple[dict, bool]:
     alias = router.db_for_read(RequestLog)
     if connections[alias].vendor == "postgresql":
         rows = (
-            logs.annotate(group=group).values("group")
-            .annotate(p50=PercentileCont("latency_ms", 0.5), p95=PercentileCont("latency_ms", 0.95),
-                      n=Count("id"))
+            logs.annotate(group=group)
+            .values("group")
+            .annotate(
+                p50=PercentileCont("latency_ms", 0.5), p95=PercentileCont("latency_ms", 0.95), n=Count("id")
+            )
             .order_by("group")
         )
         return {row["group"]: Latency(row["p50"], row["p95"], row["n"]) for row in rows}, False

@@ -37,8 +37,9 @@ def _new_session():
         # httpx's trust store (certifi's), as before the session was shared.
         ssl=httpx.create_ssl_context(trust_env=False),
     )
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.LLMPROXY_UPSTREAM_CONNECT_TIMEOUT,
-                                    sock_read=_READ_TIMEOUT)
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=settings.LLMPROXY_UPSTREAM_CONNECT_TIMEOUT, sock_read=_READ_TIMEOUT
+    )
     return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
 
 

@@ -21,9 +21,16 @@ from aiohttp import web
 from providers import mock_engine, mock_tools
 from quotas.tokens import count_text, encoding
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-                529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 OVERLOADED_EVENT = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
@@ -31,8 +38,9 @@ OVERLOADED_EVENT = {"type": "error", "error": {"type": "overloaded_error", "mess
 
 def error(status, message, headers=None):
     body = {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
-                        headers=headers)
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 def _block_text(block) -> str:
@@ -79,10 +87,10 @@ def _text_and_stop(body, options):
         text = f"Mock answer to: {said[:200]}" if said else "Mock answer."
     for sequence in body.get("stop_sequences") or ():
         if sequence and sequence in text:
-            return text[:text.index(sequence)], "stop_sequence", sequence
+            return text[: text.index(sequence)], "stop_sequence", sequence
     tokens = encoding().encode(text, disallowed_special=())
     if len(tokens) > body["max_tokens"]:
-        return encoding().decode(tokens[:body["max_tokens"]]), "max_tokens", None
+        return encoding().decode(tokens[: body["max_tokens"]]), "max_tokens", None
     return text, "end_turn", None
 
 
@@ -97,8 +105,9 @@ def message(model: str, body: dict, options: dict) -> dict:
         output = count_text(text)
     content = [{"type": "text", "text": text}] if text or not tool else []
     if tool:
-        content.append({"type": "tool_use", "id": f"toolu_mock_{tool}", "name": tool,
-                        "input": mock_tools.TOOL_INPUT})
+        content.append(
+            {"type": "tool_use", "id": f"toolu_mock_{tool}", "name": tool, "input": mock_tools.TOOL_INPUT}
+        )
     answer = {
         "id": "msg_mock" + hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20],
         "type": "message",
@@ -109,8 +118,13 @@ def message(model: str, body: dict, options: dict) -> dict:
         "stop_sequence": stop_sequence,
     }
     if options.get("usage", True):
-        answer["usage"] = {"input_tokens": input_tokens(body), "cache_creation_input_tokens": 0,
-                           "cache_read_input_tokens": 0, "output_tokens": output, "service_tier": "standard"}
+        answer["usage"] = {
+            "input_tokens": input_tokens(body),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output,
+            "service_tier": "standard",
+        }
     return answer
 
 
@@ -122,21 +136,28 @@ def stream_events(answer: dict, options: dict) -> list[dict]:
     events = [{"type": "message_start", "message": start}]
     for index, block in enumerate(answer["content"]):
         if block["type"] == "text":
-            events.append({"type": "content_block_start", "index": index,
-                           "content_block": {"type": "text", "text": ""}})
-            deltas = [{"type": "text_delta", "text": piece}
-                      for piece in mock_engine.split_chunks(block["text"], options.get("chunks", 5)) if piece]
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            )
+            deltas = [
+                {"type": "text_delta", "text": piece}
+                for piece in mock_engine.split_chunks(block["text"], options.get("chunks", 5))
+                if piece
+            ]
         else:
-            events.append({"type": "content_block_start", "index": index,
-                           "content_block": {**block, "input": {}}})
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}
+            )
             pieces = ["", *mock_engine.split_chunks(orjson.dumps(block["input"]).decode(), 3)]
             deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces]
         if index == 0:
             events.append({"type": "ping"})
         events.extend({"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas)
         events.append({"type": "content_block_stop", "index": index})
-    delta = {"type": "message_delta",
-             "delta": {"stop_reason": answer["stop_reason"], "stop_sequence": answer["stop_sequence"]}}
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": answer["stop_reason"], "stop_sequence": answer["stop_sequence"]},
+    }
     if "usage" in answer:
         delta["usage"] = {"output_tokens": answer["usage"]["output_tokens"]}
     events.extend([delta, {"type": "message_stop"}])
@@ -195,14 +216,16 @@ class AnthropicEndpoints:
         body, refusal = await self._accept(request, counting=True)
         if refusal is not None:
             return refusal
-        return web.Response(body=orjson.dumps({"input_tokens": input_tokens(body)}),
-                            content_type="application/json")
+        return web.Response(
+            body=orjson.dumps({"input_tokens": input_tokens(body)}), content_type="application/json"
+        )
 
     async def _stream(self, request, model, events, options):
         record = {"model": model, "sent": 0, "outcome": "started"}
         self.upstream.streams.append(record)
-        response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
-                                               "cache-control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+        )
         await response.prepare(request)
         delay = options.get("chunk_delay_ms", 0) / 1000
         fail_after = options.get("fail_after_chunks")

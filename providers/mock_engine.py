@@ -25,8 +25,15 @@ from urllib.parse import parse_qsl
 from quotas.tokens import count_messages, count_prompt, count_text
 
 _INT_OPTIONS = (
-    "chunks", "latency_ms", "chunk_delay_ms", "fail_status", "fail_after_chunks", "embedding_dims",
-    "hang", "reset", "fail_first",
+    "chunks",
+    "latency_ms",
+    "chunk_delay_ms",
+    "fail_status",
+    "fail_after_chunks",
+    "embedding_dims",
+    "hang",
+    "reset",
+    "fail_first",
 )
 # What ``fail_first`` turns off once its count of failed requests is spent.
 FAULTS = ("fail_status", "retry_after", "fail_after_chunks", "hang", "reset")
@@ -151,11 +158,16 @@ def embeddings(model: str, body: dict, options: dict) -> dict:
     inputs = raw if isinstance(raw, list) and not all(isinstance(i, int) for i in raw) else [raw]
     dims = int(options.get("embedding_dims", 8))
     data = [
-        {"object": "embedding", "index": i, "embedding": _vector(str(item), dims)} for i, item in enumerate(inputs)
+        {"object": "embedding", "index": i, "embedding": _vector(str(item), dims)}
+        for i, item in enumerate(inputs)
     ]
     tokens = count_prompt(raw)
-    return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def answer(endpoint: str, model: str, body: dict, options: dict) -> dict:
@@ -174,19 +186,30 @@ def stream_chunks(endpoint: str, model: str, body: dict, options: dict) -> list[
     pieces = split_chunks(text, int(options.get("chunks", 5)))
     chunks = []
     if endpoint == "chat":
+
         def chunk(delta, finish=None):
-            return {"id": base_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "system_fingerprint": "fp_mock",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            return {
+                "id": base_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_mock",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
 
         chunks.append(chunk({"role": "assistant", "content": "", "refusal": None}))
         chunks.extend(chunk({"content": piece}) for piece in pieces)
         chunks.append(chunk({}, "stop"))
     else:
+
         def chunk(piece, finish=None):
-            return {"id": base_id.replace("chatcmpl", "cmpl"), "object": "text_completion", "created": created,
-                    "model": model, "choices": [{"index": 0, "text": piece, "logprobs": None,
-                                                 "finish_reason": finish}]}
+            return {
+                "id": base_id.replace("chatcmpl", "cmpl"),
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}],
+            }
 
         chunks.extend(chunk(piece) for piece in pieces)
         chunks.append(chunk("", "stop"))

@@ -54,12 +54,14 @@ class MockUpstream:
         return {k: v for k, v in options.items() if k not in mock_engine.FAULTS}
 
     def remember(self, request, body):
-        self.requests.append({
-            "path": request.path,
-            "query": dict(request.query),
-            "headers": {k.lower(): v for k, v in request.headers.items()},
-            "body": body,
-        })
+        self.requests.append(
+            {
+                "path": request.path,
+                "query": dict(request.query),
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body": body,
+            }
+        )
 
     async def openai(self, request):
         return await self._serve(request, _ENDPOINTS[request.match_info["endpoint"]], None)
@@ -69,8 +71,9 @@ class MockUpstream:
             return _error(400, "api-version query parameter is required")
         if not request.headers.get("api-key"):
             return _error(401, "Access denied due to missing subscription key.")
-        return await self._serve(request, _ENDPOINTS[request.match_info["endpoint"]],
-                                 request.match_info["deployment"])
+        return await self._serve(
+            request, _ENDPOINTS[request.match_info["endpoint"]], request.match_info["deployment"]
+        )
 
     async def _serve(self, request, endpoint, deployment):
         try:
@@ -99,17 +102,25 @@ class MockUpstream:
             return _error(status, "mock failure", headers=headers)
         tool = endpoint == "chat" and options.get("tool")
         if body.get("stream"):
-            chunks = (mock_tools.stream_chunks(model, body, options) if tool
-                      else mock_engine.stream_chunks(endpoint, model, body, options))
+            chunks = (
+                mock_tools.stream_chunks(model, body, options)
+                if tool
+                else mock_engine.stream_chunks(endpoint, model, body, options)
+            )
             return await self._stream(request, model, chunks, options)
-        answer = (mock_tools.chat_completion(model, body, options) if tool
-                  else mock_engine.answer(endpoint, model, body, options))
+        answer = (
+            mock_tools.chat_completion(model, body, options)
+            if tool
+            else mock_engine.answer(endpoint, model, body, options)
+        )
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     async def _stream(self, request, model, chunks, options):
         record = {"model": model, "sent": 0, "outcome": "started"}
         self.streams.append(record)
-        response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+        )
         await response.prepare(request)
         delay = options.get("chunk_delay_ms", 0) / 1000
         fail_after = options.get("fail_after_chunks")
@@ -133,8 +144,12 @@ class MockUpstream:
         return response
 
     async def models(self, request):
-        return web.json_response({"object": "list", "data": [
-            {"id": "mock-1", "object": "model", "created": 0, "owned_by": "mock"}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": "mock-1", "object": "model", "created": 0, "owned_by": "mock"}],
+            }
+        )
 
     async def list_requests(self, request):
         return web.Response(body=orjson.dumps(self.requests), content_type="application/json")
@@ -151,8 +166,9 @@ class MockUpstream:
 
 def _error(status, message, headers=None):
     body = {"error": {"message": message, "type": "mock_error", "param": None, "code": str(status)}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
-                        headers=headers)
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 def main():
@@ -166,9 +182,14 @@ def main():
     # handler_cancellation: a client that goes away cancels the handler, so
     # the stream record says "client_disconnected" at once.
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(app, host=args.host, port=args.port, print=lambda *_: print(
-            f"mock upstream listening on http://{args.host}:{args.port}", flush=True),
-            handler_cancellation=True, access_log=None)
+        web.run_app(
+            app,
+            host=args.host,
+            port=args.port,
+            print=lambda *_: print(f"mock upstream listening on http://{args.host}:{args.port}", flush=True),
+            handler_cancellation=True,
+            access_log=None,
+        )
 
 
 if __name__ == "__main__":

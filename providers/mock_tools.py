@@ -38,7 +38,8 @@ def chat_completion(model: str, body: dict, options: dict) -> dict:
     choice = answer["choices"][0]
     choice["message"]["content"] = text
     choice["message"]["tool_calls"] = [
-        {"id": call_id(name), "type": "function", "function": {"name": name, "arguments": arguments()}}]
+        {"id": call_id(name), "type": "function", "function": {"name": name, "arguments": arguments()}}
+    ]
     choice["finish_reason"] = "tool_calls"
     if options.get("usage", True):
         answer["usage"] = _usage(body, name, text or "")
@@ -59,10 +60,24 @@ def stream_chunks(model: str, body: dict, options: dict) -> list[dict]:
     if text:
         pieces = mock_engine.split_chunks(text, options.get("chunks", 5))
         chunks.extend(chunk({"content": piece}) for piece in pieces)
-    chunks.append(chunk({"tool_calls": [{"index": 0, "id": call_id(name), "type": "function",
-                                         "function": {"name": name, "arguments": ""}}]}))
-    chunks.extend(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-                  for piece in mock_engine.split_chunks(arguments(), 3))
+    chunks.append(
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": call_id(name),
+                        "type": "function",
+                        "function": {"name": name, "arguments": ""},
+                    }
+                ]
+            }
+        )
+    )
+    chunks.extend(
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        for piece in mock_engine.split_chunks(arguments(), 3)
+    )
     chunks.append(chunk({}, "tool_calls"))
     if options.get("usage", True) and (body.get("stream_options") or {}).get("include_usage"):
         chunks.append({**finish, "choices": [], "usage": _usage(body, name, text)})

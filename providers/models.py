@@ -30,28 +30,38 @@ class Provider(models.Model):
     kind = models.CharField(max_length=24, choices=Kind.choices)
     base_url = models.CharField(max_length=500, blank=True, validators=[validate_base_url])
     api_key_env = models.CharField(
-        max_length=100, blank=True, validators=[env_var_validator],
+        max_length=100,
+        blank=True,
+        validators=[env_var_validator],
         help_text="Environment variable of the proxy process holding the credential.",
     )
     encrypted_api_key = models.TextField(blank=True, editable=False)
     api_version = models.CharField(max_length=40, blank=True, help_text="Azure OpenAI api-version.")
     extra_headers = models.JSONField(default=dict, blank=True)
     timeout_seconds = models.FloatField(
-        default=60.0, validators=[MinValueValidator(0.1)],
+        default=60.0,
+        validators=[MinValueValidator(0.1)],
         help_text="Bounds one attempt: to the last byte of a plain answer, the first byte of a stream.",
     )
     connect_timeout_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
     first_byte_timeout_seconds = models.FloatField(
-        null=True, blank=True, validators=[MinValueValidator(0.1)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
         help_text="Bounds the wait for a stream's first chunk, when shorter than the timeout.",
     )
     options = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text="Kind-specific options, e.g. for mock: latency_ms, chunks, chunk_delay_ms, fail_status.",
     )
     is_active = models.BooleanField(default=True)
     tenant = models.ForeignKey(
-        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="providers",
+        "tenants.Tenant",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="providers",
         help_text="Empty: shared by all tenants.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -108,16 +118,26 @@ class ModelRoute(models.Model):
     priority = models.PositiveIntegerField(default=0, help_text="Lower is tried first.")
     weight = models.PositiveIntegerField(default=1, help_text="Share of traffic among equal priorities.")
     input_price = models.DecimalField(
-        max_digits=12, decimal_places=6, default=Decimal(0), validators=[MinValueValidator(Decimal(0))],
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
         help_text="USD per million input tokens.",
     )
     output_price = models.DecimalField(
-        max_digits=12, decimal_places=6, default=Decimal(0), validators=[MinValueValidator(Decimal(0))],
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
         help_text="USD per million output tokens.",
     )
     is_active = models.BooleanField(default=True)
     tenant = models.ForeignKey(
-        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="model_routes",
+        "tenants.Tenant",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="model_routes",
         help_text="Empty: shared by all tenants.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -161,20 +181,28 @@ class ModelPolicy(models.Model):
 
     model = models.CharField(max_length=200, help_text="Public model name clients ask for.")
     tenant = models.ForeignKey(
-        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="model_policies",
+        "tenants.Tenant",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="model_policies",
         help_text="Empty: shared by all tenants.",
     )
     strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.PRIORITY)
     fallback_models = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text="Public models whose routes are tried, in this order, once every route of this one failed.",
     )
     max_attempts = models.PositiveSmallIntegerField(
-        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)],
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(10)],
         help_text="Tries of one route (with backoff) before the next route; 1: no retry.",
     )
     deadline_seconds = models.FloatField(
-        null=True, blank=True, validators=[MinValueValidator(0.1)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
         help_text="Bounds the whole request upstream: every try, backoff and fallback. Empty: no bound.",
     )
     created_at = models.DateTimeField(auto_now_add=True)

@@ -34,7 +34,9 @@ class QuotaLimit(models.Model):
     metric = models.CharField(max_length=8, choices=Metric.choices)
     period = models.CharField(max_length=8, choices=Period.choices)
     limit = models.DecimalField(
-        max_digits=18, decimal_places=6, validators=[MinValueValidator(Decimal(0))],
+        max_digits=18,
+        decimal_places=6,
+        validators=[MinValueValidator(Decimal(0))],
         help_text="Requests, tokens or USD per period; usage may reach it but not pass it.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -46,15 +48,18 @@ class QuotaLimit(models.Model):
             # One limit per target, metric and period. Spelled per scope rather
             # than with nulls_distinct=False, which SQLite does not enforce.
             models.UniqueConstraint(
-                fields=["tenant", "metric", "period"], condition=models.Q(scope="tenant"),
+                fields=["tenant", "metric", "period"],
+                condition=models.Q(scope="tenant"),
                 name="quota_limit_unique_tenant",
             ),
             models.UniqueConstraint(
-                fields=["user", "metric", "period"], condition=models.Q(scope="user"),
+                fields=["user", "metric", "period"],
+                condition=models.Q(scope="user"),
                 name="quota_limit_unique_user",
             ),
             models.UniqueConstraint(
-                fields=["api_key", "metric", "period"], condition=models.Q(scope="key"),
+                fields=["api_key", "metric", "period"],
+                condition=models.Q(scope="key"),
                 name="quota_limit_unique_key",
             ),
             models.CheckConstraint(
@@ -108,10 +113,12 @@ class TokenUsageMetric(models.Model):
         ordering = ["-bucket"]
         constraints = [
             models.UniqueConstraint(
-                fields=["bucket", "tenant", "api_key", "model"], name="usage_bucket_unique_key",
+                fields=["bucket", "tenant", "api_key", "model"],
+                name="usage_bucket_unique_key",
             ),
             models.UniqueConstraint(
-                fields=["bucket", "tenant", "model"], condition=models.Q(api_key__isnull=True),
+                fields=["bucket", "tenant", "model"],
+                condition=models.Q(api_key__isnull=True),
                 name="usage_bucket_unique_keyless",
             ),
         ]

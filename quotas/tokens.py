@@ -67,7 +67,7 @@ def count_messages(messages) -> int:
 
 
 def count_prompt(prompt) -> int:
-    """The legacy completions and embeddings ``prompt``/``input``: a string, a list of strings or token ids."""
+    """Legacy completions' ``prompt`` / embeddings' ``input``: a string, strings or token ids."""
     if isinstance(prompt, str):
         return count_text(prompt)
     if isinstance(prompt, list):

@@ -24,12 +24,29 @@ def limits_table(quotas):
     for quota in quotas:
         usage = usage_of(quota)
         if usage is None:
-            rows.append((quota.scope, quota.metric, quota.period, _amount(quota.metric, quota.limit),
-                         "unavailable", "unavailable", "-"))
+            rows.append(
+                (
+                    quota.scope,
+                    quota.metric,
+                    quota.period,
+                    _amount(quota.metric, quota.limit),
+                    "unavailable",
+                    "unavailable",
+                    "-",
+                )
+            )
         else:
-            rows.append((quota.scope, quota.metric, quota.period, _amount(quota.metric, quota.limit),
-                         _amount(quota.metric, usage["used"]), _amount(quota.metric, usage["reserved"]),
-                         f"{usage['resets_at']:%Y-%m-%d %H:%M:%S} UTC"))
+            rows.append(
+                (
+                    quota.scope,
+                    quota.metric,
+                    quota.period,
+                    _amount(quota.metric, quota.limit),
+                    _amount(quota.metric, usage["used"]),
+                    _amount(quota.metric, usage["reserved"]),
+                    f"{usage['resets_at']:%Y-%m-%d %H:%M:%S} UTC",
+                )
+            )
     if not rows:
         return "No limits."
     return format_html(

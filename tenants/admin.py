@@ -51,8 +51,13 @@ class TenantAdmin(TenantScopedAdmin):
         # Keys include the generation: bumping it orphans every entry in every process.
         for tenant in queryset:
             Tenant.objects.filter(pk=tenant.pk).update(cache_generation=F("cache_generation") + 1)
-            audit_record(actor=request.user, action="tenant.clear_cache", target=tenant, tenant=tenant,
-                         ip=request.META.get("REMOTE_ADDR"))
+            audit_record(
+                actor=request.user,
+                action="tenant.clear_cache",
+                target=tenant,
+                tenant=tenant,
+                ip=request.META.get("REMOTE_ADDR"),
+            )
         self.message_user(request, f"Cleared the response cache of {queryset.count()} tenant(s).")
 
     @admin.display(description="Limits, with their usage")

@@ -47,8 +47,19 @@ class GuardrailForm(forms.ModelForm):
 
     class Meta:
         model = Guardrail
-        fields = ("name", "tenant", "is_active", "detector", "pattern", "words", "direction", "action",
-                  "shadow", "api_keys", "models")
+        fields = (
+            "name",
+            "tenant",
+            "is_active",
+            "detector",
+            "pattern",
+            "words",
+            "direction",
+            "action",
+            "shadow",
+            "api_keys",
+            "models",
+        )
 
     def clean(self):
         cleaned = super().clean()
@@ -72,12 +83,15 @@ class GuardrailAdmin(TenantScopedAdmin):
     fieldsets = (
         (None, {"fields": ("name", "tenant", "is_active")}),
         ("What to look for", {"fields": ("detector", "pattern", "words")}),
-        ("What to do", {
-            "fields": ("direction", "action", "shadow"),
-            "description": "Masked text becomes [REDACTED:DETECTOR]; a blocked request gets 400 "
-                           "guardrail_blocked, a blocked stream a final error event. Shadow mode changes "
-                           "nothing and counts what the rule would have done.",
-        }),
+        (
+            "What to do",
+            {
+                "fields": ("direction", "action", "shadow"),
+                "description": "Masked text becomes [REDACTED:DETECTOR]; a blocked request gets 400 "
+                "guardrail_blocked, a blocked stream a final error event. Shadow mode changes "
+                "nothing and counts what the rule would have done.",
+            },
+        ),
         ("Scope", {"fields": ("api_keys", "models"), "description": "Empty means every key or model."}),
         ("Activity", {"fields": ("recent_hits", "created_at", "updated_at")}),
     )

@@ -32,7 +32,8 @@ class Tenant(models.Model):
         default=False, help_text="Do not cache requests with temperature > 0 or n > 1."
     )
     cache_generation = models.PositiveIntegerField(
-        default=0, editable=False,
+        default=0,
+        editable=False,
         help_text="Part of every response-cache key: clearing the cache bumps it, in every process at once.",
     )
     store_prompts = models.BooleanField(
@@ -45,7 +46,8 @@ class Tenant(models.Model):
         default=0, help_text="Refuse a larger max_tokens (and send this one when none is given); 0: no limit."
     )
     allowed_parameters = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text="Request fields allowed besides model, messages/prompt/input and stream; empty: all.",
     )
     retention_days = models.PositiveIntegerField(
@@ -79,9 +81,7 @@ class User(AbstractUser):
         USER = "user", "User"
 
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
-    tenant = models.ForeignKey(
-        Tenant, null=True, blank=True, on_delete=models.PROTECT, related_name="users"
-    )
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.PROTECT, related_name="users")
 
     objects = UserManager()
 
@@ -152,7 +152,9 @@ class Guardrail(models.Model):
         default=False, help_text="Flag only: record what the rule would have done, change nothing."
     )
     api_keys = models.ManyToManyField(
-        "keys.ApiKey", blank=True, related_name="guardrails",
+        "keys.ApiKey",
+        blank=True,
+        related_name="guardrails",
         help_text="Keys this rule applies to; none means all.",
     )
     is_active = models.BooleanField(default=True)

@@ -23,7 +23,9 @@ def platform_admin(db):
 
 @pytest.fixture
 def acme_admin(acme):
-    return User.objects.create_user("alice", password="pw-alice-123", role=User.Role.TENANT_ADMIN, tenant=acme)
+    return User.objects.create_user(
+        "alice", password="pw-alice-123", role=User.Role.TENANT_ADMIN, tenant=acme
+    )
 
 
 @pytest.fixture
@@ -33,7 +35,9 @@ def acme_user(acme):
 
 @pytest.fixture
 def globex_admin(globex):
-    return User.objects.create_user("charlie", password="pw-charlie-123", role=User.Role.TENANT_ADMIN, tenant=globex)
+    return User.objects.create_user(
+        "charlie", password="pw-charlie-123", role=User.Role.TENANT_ADMIN, tenant=globex
+    )
 
 
 # --- end-to-end: real Daphne and a real upstream server ----------------------------

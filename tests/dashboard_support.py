@@ -36,8 +36,16 @@ def seed_usage(acme, globex):
     ]
     for tenant, key, model, days_ago, hour, requests, inp, out, cost, errors, hits in rows:
         TokenUsageMetric.objects.create(
-            bucket=at(days_ago, hour), tenant=tenant, api_key=key, model=model, requests=requests,
-            input_tokens=inp, output_tokens=out, cost=Decimal(cost), errors=errors, cache_hits=hits,
+            bucket=at(days_ago, hour),
+            tenant=tenant,
+            api_key=key,
+            model=model,
+            requests=requests,
+            input_tokens=inp,
+            output_tokens=out,
+            cost=Decimal(cost),
+            errors=errors,
+            cache_hits=hits,
         )
     for i, latency in enumerate((100.0, 200.0, 300.0, 400.0)):
         log(acme, backend, "gpt-4o", at(0, 9) + timedelta(minutes=i), latency)
@@ -48,9 +56,17 @@ def seed_usage(acme, globex):
 
 
 def log(tenant, key, model, when, latency, status=200):
-    RequestLog.objects.create(created_at=when, request_id=f"req_{when.timestamp()}_{latency}", tenant=tenant,
-                              api_key=key, key_prefix=key.prefix, endpoint="chat", model=model, status=status,
-                              latency_ms=latency)
+    RequestLog.objects.create(
+        created_at=when,
+        request_id=f"req_{when.timestamp()}_{latency}",
+        tenant=tenant,
+        api_key=key,
+        key_prefix=key.prefix,
+        endpoint="chat",
+        model=model,
+        status=status,
+        latency_ms=latency,
+    )
 
 
 def expected_by_day(tenants, start, end, field):

@@ -11,15 +11,33 @@ from keys.services import api_key_create
 from providers.models import ModelRoute, Provider
 
 
-def make_route(tenant, model, upstream_base, upstream_model="mock-1", *, kind="openai_compatible", name=None,
-               shared=False, **route_fields):
+def make_route(
+    tenant,
+    model,
+    upstream_base,
+    upstream_model="mock-1",
+    *,
+    kind="openai_compatible",
+    name=None,
+    shared=False,
+    **route_fields,
+):
     provider = Provider.objects.create(
-        name=name or f"up-{model}", kind=kind, base_url=upstream_base, tenant=None if shared else tenant,
-        timeout_seconds=route_fields.pop("timeout", 30.0), api_key_env=route_fields.pop("api_key_env", ""),
+        name=name or f"up-{model}",
+        kind=kind,
+        base_url=upstream_base,
+        tenant=None if shared else tenant,
+        timeout_seconds=route_fields.pop("timeout", 30.0),
+        api_key_env=route_fields.pop("api_key_env", ""),
         api_version=route_fields.pop("api_version", ""),
     )
-    route = ModelRoute.objects.create(model=model, provider=provider, upstream_model=upstream_model,
-                                      tenant=None if shared else tenant, **route_fields)
+    route = ModelRoute.objects.create(
+        model=model,
+        provider=provider,
+        upstream_model=upstream_model,
+        tenant=None if shared else tenant,
+        **route_fields,
+    )
     return provider, route
 
 

@@ -29,7 +29,9 @@ def test_database_url() -> str:
         return f"sqlite:///{db['NAME']}"
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    return (
+        f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    )
 
 
 class ServerProcess:
@@ -39,7 +41,9 @@ class ServerProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+        )
         self._wait_ready()
 
     def _wait_ready(self, timeout=30.0):
@@ -72,23 +76,26 @@ class ServerProcess:
 
 def proxy_env(**overrides) -> dict:
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if not k.startswith(("PYTEST", "DJANGO_SETTINGS")) and k not in ("DATABASE_URL",)
     }
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "llmproxy.settings",
-        "DATABASE_URL": test_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "LLMPROXY_REDIS_KEY_PREFIX": settings.LLMPROXY_REDIS_KEY_PREFIX,
-        "SECRET_KEY": settings.SECRET_KEY,
-        "LLMPROXY_ENCRYPTION_KEY": ",".join(settings.LLMPROXY_ENCRYPTION_KEYS),
-        "LLMPROXY_USAGE_FLUSH_SECONDS": "0.1",
-        "LLMPROXY_CONFIG_TTL_SECONDS": "1",
-        "LLMPROXY_AUTH_AUDIT_WINDOW_SECONDS": "2",
-        "PYTHONUNBUFFERED": "1",
-        # Read by providers configured with --api-key-env in the tests.
-        "LLMPROXY_TEST_UPSTREAM_KEY": "upstream-secret-from-env",
-    })
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "llmproxy.settings",
+            "DATABASE_URL": test_database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "LLMPROXY_REDIS_KEY_PREFIX": settings.LLMPROXY_REDIS_KEY_PREFIX,
+            "SECRET_KEY": settings.SECRET_KEY,
+            "LLMPROXY_ENCRYPTION_KEY": ",".join(settings.LLMPROXY_ENCRYPTION_KEYS),
+            "LLMPROXY_USAGE_FLUSH_SECONDS": "0.1",
+            "LLMPROXY_CONFIG_TTL_SECONDS": "1",
+            "LLMPROXY_AUTH_AUDIT_WINDOW_SECONDS": "2",
+            "PYTHONUNBUFFERED": "1",
+            # Read by providers configured with --api-key-env in the tests.
+            "LLMPROXY_TEST_UPSTREAM_KEY": "upstream-secret-from-env",
+        }
+    )
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 

@@ -86,8 +86,9 @@ def test_an_outsider_can_neither_open_change_nor_delete_another_tenants_guardrai
 
     charlie.post(change_url(acme_rule), payload(name="hijacked", detector="email", action="flag"))
     charlie.post(reverse("admin:tenants_guardrail_delete", args=[acme_rule.pk]), {"post": "yes"})
-    charlie.post(CHANGELIST_URL,
-                 {"action": "delete_selected", "post": "yes", "_selected_action": [acme_rule.pk]})
+    charlie.post(
+        CHANGELIST_URL, {"action": "delete_selected", "post": "yes", "_selected_action": [acme_rule.pk]}
+    )
     acme_rule.refresh_from_db()
     assert (acme_rule.name, acme_rule.action) == ("acme-cards", "mask")
 
@@ -128,8 +129,9 @@ def test_a_platform_admin_cannot_scope_a_guardrail_to_another_tenants_key(acme, 
     assert errors["api_keys"] == ["Pick keys of the guardrail's own tenant."]
 
 
-def test_what_a_tenant_admin_creates_belongs_to_their_tenant_and_is_audited(acme, globex, charlie,
-                                                                             globex_admin):
+def test_what_a_tenant_admin_creates_belongs_to_their_tenant_and_is_audited(
+    acme, globex, charlie, globex_admin
+):
     globex_key, _ = api_key_create(tenant=globex, name="globex-app")
     response = charlie.post(ADD_URL, payload(tenant=acme.pk, api_keys=[globex_key.pk], models="gpt-x, gpt-y"))
     assert response.status_code == 302, response.context and response.context["adminform"].form.errors
@@ -163,8 +165,9 @@ def test_a_word_list_is_edited_one_word_a_line(charlie):
 
 def test_the_list_shows_what_each_rule_did_in_the_last_seven_days(acme_rule, globex_rule, alice):
     today = timezone.now().date()
-    shadow_rule = Guardrail.objects.create(tenant=acme_rule.tenant, name="would-block", detector="ip",
-                                           action="block", shadow=True)
+    shadow_rule = Guardrail.objects.create(
+        tenant=acme_rule.tenant, name="would-block", detector="ip", action="block", shadow=True
+    )
     GuardrailHit.objects.create(guardrail=acme_rule, day=today, action="mask", count=3)
     GuardrailHit.objects.create(guardrail=acme_rule, day=today - timedelta(days=6), action="mask", count=2)
     GuardrailHit.objects.create(guardrail=acme_rule, day=today - timedelta(days=7), action="mask", count=100)

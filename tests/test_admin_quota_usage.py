@@ -15,7 +15,9 @@ pytestmark = pytest.mark.django_db
 
 def test_a_keys_page_shows_its_limits_with_settled_and_reserved_usage(client, acme, acme_admin):
     api_key, _ = api_key_create(tenant=acme, name="app")
-    QuotaLimit.objects.create(tenant=acme, scope="key", api_key=api_key, metric="requests", period="day", limit=50)
+    QuotaLimit.objects.create(
+        tenant=acme, scope="key", api_key=api_key, metric="requests", period="day", limit=50
+    )
     QuotaLimit.objects.create(tenant=acme, scope="tenant", metric="tokens", period="month", limit=10_000)
     ask = limiter.Ask(input_tokens=100, max_output_tokens=50, input_price=Decimal(0), output_price=Decimal(0))
     settled = async_to_sync(limiter.reserve)(limits_for_key(api_key), ask)

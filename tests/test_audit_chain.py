@@ -132,8 +132,11 @@ def test_record_auth_failures_writes_one_chained_row_per_bucket(acme):
     rows = AuditLog.objects.filter(action="security.auth_failed")
     platform = rows.filter(chain=0, ip="198.51.100.7").get()
     assert platform.metadata == {
-        "minute": "2030-01-01T12:00:00+00:00", "count": 50, "reasons": {"unknown": 50},
-        "key_prefixes": ["lp-AAAAAAAA"], "all_other_sources": False,
+        "minute": "2030-01-01T12:00:00+00:00",
+        "count": 50,
+        "reasons": {"unknown": 50},
+        "key_prefixes": ["lp-AAAAAAAA"],
+        "all_other_sources": False,
     }
     assert rows.get(tenant=acme).metadata["reasons"] == {"wrong_secret": 1}
     assert rows.get(ip="198.51.100.8").chain == 0

@@ -82,7 +82,14 @@ def snapshot():
     return [
         list(model.objects.order_by("pk").values())
         for model in (
-            Tenant, Provider, ModelRoute, QuotaLimit, ApiKey, AuditLog, ModelPolicy, Guardrail,
+            Tenant,
+            Provider,
+            ModelRoute,
+            QuotaLimit,
+            ApiKey,
+            AuditLog,
+            ModelPolicy,
+            Guardrail,
             Guardrail.api_keys.through,
         )
     ]
@@ -766,17 +773,26 @@ def test_it_creates_guardrails_model_policies_and_a_first_byte_timeout(tmp_path)
     assert Provider.objects.get(name="upstream").first_byte_timeout_seconds == 2.5
     shared = ModelPolicy.objects.get(tenant=None)
     assert (shared.strategy, shared.fallback_models, shared.max_attempts, shared.deadline_seconds) == (
-        "least_latency", ["gpt-4o-mini"], 3, 20.0,
+        "least_latency",
+        ["gpt-4o-mini"],
+        3,
+        20.0,
     )
     assert ModelPolicy.objects.get(tenant=acme).strategy == "lowest_cost"
     codenames = Guardrail.objects.get(tenant=acme, name="codenames")
     assert (codenames.detector, codenames.pattern, codenames.action, codenames.models) == (
-        "regex", "project-[a-z]+", "mask", ["gpt-4o"],
+        "regex",
+        "project-[a-z]+",
+        "mask",
+        ["gpt-4o"],
     )
     assert list(codenames.api_keys.all()) == [ApiKey.objects.get(tenant=acme, name="backend")]
     no_cards = Guardrail.objects.get(name="no-cards")
     assert (no_cards.direction, no_cards.action, no_cards.shadow, no_cards.is_active) == (
-        "request", "block", False, True,
+        "request",
+        "block",
+        False,
+        True,
     )
     rude = Guardrail.objects.get(name="rude")
     assert (rude.words, rude.direction, rude.action, rude.shadow) == (["darn", "heck"], "both", "flag", True)
@@ -861,8 +877,14 @@ def test_prune_deletes_the_guardrails_and_policies_the_file_does_not_describe(tm
     apply(write(tmp_path, GUARDED))
     kept = GUARDED.split("guardrails:")[0].split("  - model: gpt-4o\n    strategy: lowest_cost")[0]
 
-    output = apply(write(tmp_path, kept + "guardrails:\n  - tenant: acme\n    name: rude\n"
-                         "    detector: wordlist\n    words: [darn, heck]\n    shadow: true\n"), "--prune")
+    output = apply(
+        write(
+            tmp_path,
+            kept + "guardrails:\n  - tenant: acme\n    name: rude\n"
+            "    detector: wordlist\n    words: [darn, heck]\n    shadow: true\n",
+        ),
+        "--prune",
+    )
 
     assert sorted(line for line in output.splitlines() if line.startswith("delete")) == [
         "delete guardrail codenames (tenant acme)",

@@ -20,8 +20,10 @@ def run(*args):
 
 
 def state():
-    return (list(Guardrail.objects.order_by("pk").values_list("pk", "name", "tenant_id")),
-            AuditLog.objects.count())
+    return (
+        list(Guardrail.objects.order_by("pk").values_list("pk", "name", "tenant_id")),
+        AuditLog.objects.count(),
+    )
 
 
 def assert_fails(*args, match):
@@ -34,14 +36,19 @@ def assert_fails(*args, match):
 
 
 def test_it_creates_a_guardrail_and_audits_it(acme):
-    output = run("no-cards", "--tenant", "acme", "--detector", "card", "--direction", "both",
-                 "--action", "mask")
+    output = run(
+        "no-cards", "--tenant", "acme", "--detector", "card", "--direction", "both", "--action", "mask"
+    )
 
     assert output == "created guardrail no-cards in tenant acme: mask card on both\n"
     guardrail = Guardrail.objects.get()
     assert (guardrail.tenant, guardrail.name, guardrail.detector) == (acme, "no-cards", "card")
     assert (guardrail.direction, guardrail.action, guardrail.shadow, guardrail.is_active) == (
-        "both", "mask", False, True)
+        "both",
+        "mask",
+        False,
+        True,
+    )
     audit = AuditLog.objects.get(action="guardrail.create")
     assert (audit.actor_label, audit.tenant, audit.target_id) == ("command", acme, str(guardrail.pk))
     assert audit.metadata["detector"] == "card" and audit.metadata["action"] == "mask"
@@ -50,12 +57,29 @@ def test_it_creates_a_guardrail_and_audits_it(acme):
 def test_it_creates_a_shadow_regex_rule_scoped_to_keys_and_models(acme):
     api_key, _ = api_key_create(tenant=acme, name="ci")
 
-    output = run("employee-ids", "--tenant", "acme", "--detector", "regex", "--pattern", r"EMP-\d{6}",
-                 "--direction", "request", "--action", "block", "--shadow", "--models", "gpt-x,gpt-y",
-                 "--keys", api_key.prefix)
+    output = run(
+        "employee-ids",
+        "--tenant",
+        "acme",
+        "--detector",
+        "regex",
+        "--pattern",
+        r"EMP-\d{6}",
+        "--direction",
+        "request",
+        "--action",
+        "block",
+        "--shadow",
+        "--models",
+        "gpt-x,gpt-y",
+        "--keys",
+        api_key.prefix,
+    )
 
-    assert output == (f"created guardrail employee-ids in tenant acme: block regex on request "
-                      f"(shadow: record only); only models gpt-x,gpt-y, keys {api_key.prefix}\n")
+    assert output == (
+        f"created guardrail employee-ids in tenant acme: block regex on request "
+        f"(shadow: record only); only models gpt-x,gpt-y, keys {api_key.prefix}\n"
+    )
     guardrail = Guardrail.objects.get()
     assert (guardrail.pattern, guardrail.shadow, guardrail.models) == (r"EMP-\d{6}", True, ["gpt-x", "gpt-y"])
     assert list(guardrail.api_keys.all()) == [api_key]
@@ -64,54 +88,149 @@ def test_it_creates_a_shadow_regex_rule_scoped_to_keys_and_models(acme):
 
 
 def test_it_creates_a_word_list(acme):
-    run("codenames", "--tenant", "acme", "--detector", "wordlist", "--words", "apollo, zeus ,apollo",
-        "--direction", "response", "--action", "flag")
+    run(
+        "codenames",
+        "--tenant",
+        "acme",
+        "--detector",
+        "wordlist",
+        "--words",
+        "apollo, zeus ,apollo",
+        "--direction",
+        "response",
+        "--action",
+        "flag",
+    )
     assert Guardrail.objects.get().words == ["apollo", "zeus"]
 
 
 def test_a_catastrophic_regex_is_refused(acme):
-    assert_fails("bad", "--tenant", "acme", "--detector", "regex", "--pattern", r"(a+)+$",
-                 "--direction", "both", "--action", "block", match="backtracks catastrophically")
+    assert_fails(
+        "bad",
+        "--tenant",
+        "acme",
+        "--detector",
+        "regex",
+        "--pattern",
+        r"(a+)+$",
+        "--direction",
+        "both",
+        "--action",
+        "block",
+        match="backtracks catastrophically",
+    )
 
 
 def test_an_invalid_regex_is_refused(acme):
-    assert_fails("bad", "--tenant", "acme", "--detector", "regex", "--pattern", r"(unclosed",
-                 "--direction", "both", "--action", "block", match="invalid regular expression")
+    assert_fails(
+        "bad",
+        "--tenant",
+        "acme",
+        "--detector",
+        "regex",
+        "--pattern",
+        r"(unclosed",
+        "--direction",
+        "both",
+        "--action",
+        "block",
+        match="invalid regular expression",
+    )
 
 
 def test_a_regex_rule_needs_a_pattern_and_only_regex_rules_take_one(acme):
-    assert_fails("bad", "--tenant", "acme", "--detector", "regex", "--direction", "both", "--action", "mask",
-                 match="needs --pattern")
-    assert_fails("bad", "--tenant", "acme", "--detector", "email", "--pattern", "x", "--direction", "both",
-                 "--action", "mask", match="only for --detector regex")
+    assert_fails(
+        "bad",
+        "--tenant",
+        "acme",
+        "--detector",
+        "regex",
+        "--direction",
+        "both",
+        "--action",
+        "mask",
+        match="needs --pattern",
+    )
+    assert_fails(
+        "bad",
+        "--tenant",
+        "acme",
+        "--detector",
+        "email",
+        "--pattern",
+        "x",
+        "--direction",
+        "both",
+        "--action",
+        "mask",
+        match="only for --detector regex",
+    )
 
 
 def test_an_unknown_tenant_is_refused(acme):
-    assert_fails("x", "--tenant", "nope", "--detector", "email", "--direction", "both", "--action", "mask",
-                 match="unknown tenant 'nope'")
+    assert_fails(
+        "x",
+        "--tenant",
+        "nope",
+        "--detector",
+        "email",
+        "--direction",
+        "both",
+        "--action",
+        "mask",
+        match="unknown tenant 'nope'",
+    )
 
 
 def test_a_duplicate_name_in_the_tenant_is_refused_but_another_tenant_may_use_it(acme, globex):
     run("emails", "--tenant", "acme", "--detector", "email", "--direction", "both", "--action", "mask")
-    assert_fails("emails", "--tenant", "acme", "--detector", "phone", "--direction", "both",
-                 "--action", "flag", match="already exists in tenant acme")
+    assert_fails(
+        "emails",
+        "--tenant",
+        "acme",
+        "--detector",
+        "phone",
+        "--direction",
+        "both",
+        "--action",
+        "flag",
+        match="already exists in tenant acme",
+    )
     run("emails", "--tenant", "globex", "--detector", "email", "--direction", "both", "--action", "mask")
     assert Guardrail.objects.filter(name="emails").count() == 2
 
 
 def test_a_key_of_another_tenant_is_refused(acme, globex):
     globex_key, _ = api_key_create(tenant=globex, name="theirs")
-    assert_fails("x", "--tenant", "acme", "--detector", "email", "--direction", "both", "--action", "mask",
-                 "--keys", globex_key.prefix, match=f"unknown API key {globex_key.prefix} in tenant acme")
+    assert_fails(
+        "x",
+        "--tenant",
+        "acme",
+        "--detector",
+        "email",
+        "--direction",
+        "both",
+        "--action",
+        "mask",
+        "--keys",
+        globex_key.prefix,
+        match=f"unknown API key {globex_key.prefix} in tenant acme",
+    )
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--detector", "ssn", "--direction", "both", "--action", "mask"], "invalid choice: 'ssn'"),
-    (["--detector", "email", "--direction", "sideways", "--action", "mask"], "invalid choice: 'sideways'"),
-    (["--detector", "email", "--direction", "both", "--action", "delete"], "invalid choice: 'delete'"),
-    (["--detector", "email", "--action", "mask"], "--direction"),
-    (["--detector", "wordlist", "--direction", "both", "--action", "mask"], "needs --words"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--detector", "ssn", "--direction", "both", "--action", "mask"], "invalid choice: 'ssn'"),
+        (
+            ["--detector", "email", "--direction", "sideways", "--action", "mask"],
+            "invalid choice: 'sideways'",
+        ),
+        (["--detector", "email", "--direction", "both", "--action", "delete"], "invalid choice: 'delete'"),
+        (["--detector", "email", "--action", "mask"], "--direction"),
+        (["--detector", "wordlist", "--direction", "both", "--action", "mask"], "needs --words"),
+    ],
+)
 def test_bad_choices_and_missing_options_are_refused(acme, args, match):
     assert_fails("x", "--tenant", "acme", *args, match=match)
 
@@ -120,9 +239,23 @@ def test_from_the_command_line_a_bad_regex_is_one_line_on_stderr_and_exit_1(acme
     # Django closes the connections after a command run from argv: keep the test's transaction usable.
     monkeypatch.setattr("django.core.management.base.connections.close_all", lambda: None)
     with pytest.raises(SystemExit) as exit_:
-        execute_from_command_line(["manage.py", "create_guardrail", "bad", "--tenant", "acme",
-                                   "--detector", "regex", "--pattern", "(a|aa)+$", "--direction", "both",
-                                   "--action", "block"])
+        execute_from_command_line(
+            [
+                "manage.py",
+                "create_guardrail",
+                "bad",
+                "--tenant",
+                "acme",
+                "--detector",
+                "regex",
+                "--pattern",
+                "(a|aa)+$",
+                "--direction",
+                "both",
+                "--action",
+                "block",
+            ]
+        )
 
     assert exit_.value.code == 1
     captured = capsys.readouterr()

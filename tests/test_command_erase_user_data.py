@@ -19,8 +19,15 @@ def run(*args):
 def log(api_key, n, text="hello"):
     RequestLog.objects.bulk_create(
         RequestLog(
-            created_at=timezone.now(), request_id=f"r{i}", tenant=api_key.tenant, api_key=api_key,
-            key_prefix=api_key.prefix, endpoint="chat/completions", status=200, prompt=text, completion=text,
+            created_at=timezone.now(),
+            request_id=f"r{i}",
+            tenant=api_key.tenant,
+            api_key=api_key,
+            key_prefix=api_key.prefix,
+            endpoint="chat/completions",
+            status=200,
+            prompt=text,
+            completion=text,
             input_tokens=3,
         )
         for i in range(n)
@@ -70,11 +77,14 @@ def test_a_dry_run_counts_and_erases_nothing(logs, acme_user):
     assert RequestLog.objects.filter(prompt="hello").count() == 9
 
 
-@pytest.mark.parametrize(("args", "error"), [
-    (["--user", "999999"], "unknown user id 999999"),
-    (["--user", "bob"], "not a whole number"),
-    ([], "required: --user"),
-])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--user", "999999"], "unknown user id 999999"),
+        (["--user", "bob"], "not a whole number"),
+        ([], "required: --user"),
+    ],
+)
 @pytest.mark.django_db
 def test_it_rejects_bad_input_and_erases_nothing(logs, args, error):
     with pytest.raises(CommandError, match=error) as failure:

@@ -98,7 +98,11 @@ def setup(acme, globex, acme_user):
     )
     ModelPolicy.objects.create(model="gpt-4o", tenant=acme, strategy="least_latency", max_attempts=2)
     codenames = Guardrail.objects.create(
-        tenant=acme, name="codenames", detector="regex", pattern=r"project-\w+", action="mask",
+        tenant=acme,
+        name="codenames",
+        detector="regex",
+        pattern=r"project-\w+",
+        action="mask",
         models=["gpt-4o"],
     )
     codenames.api_keys.add(backend)

@@ -26,16 +26,71 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 SEED = 20261128
 REQUESTS = 300
 V1_POSTS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages"]
-API_POSTS = ["/api/v1/tenants/", "/api/v1/users/", "/api/v1/keys/", "/api/v1/providers/",
-             "/api/v1/model-routes/", "/api/v1/quotas/", "/api/v1/auth/token"]
-API_GETS = ["/api/v1/request-logs/", "/api/v1/audit-logs/", "/api/v1/usage/", "/api/v1/keys/",
-            "/api/v1/tenants/"]
+API_POSTS = [
+    "/api/v1/tenants/",
+    "/api/v1/users/",
+    "/api/v1/keys/",
+    "/api/v1/providers/",
+    "/api/v1/model-routes/",
+    "/api/v1/quotas/",
+    "/api/v1/auth/token",
+]
+API_GETS = [
+    "/api/v1/request-logs/",
+    "/api/v1/audit-logs/",
+    "/api/v1/usage/",
+    "/api/v1/keys/",
+    "/api/v1/tenants/",
+]
 NESTED = b"[" * 100_000 + b"]" * 100_000
-JUNK_VALUES = [None, True, -1, 0, 1e308, 10**40, "", "x" * 10_000, [], {}, [[[]]], {"a": {"b": None}},
-               "\u0000", "\ud7ff\ue000", -0.0, "NaN", [1, "a", None]]
-FIELDS = ["model", "messages", "input", "prompt", "stream", "max_tokens", "temperature", "n", "stop", "tools",
-          "stream_options", "user", "name", "slug", "tenant", "role", "metric", "period", "limit", "kind",
-          "base_url", "models", "expires_at", "priority", "weight", "username", "password"]
+JUNK_VALUES = [
+    None,
+    True,
+    -1,
+    0,
+    1e308,
+    10**40,
+    "",
+    "x" * 10_000,
+    [],
+    {},
+    [[[]]],
+    {"a": {"b": None}},
+    "\u0000",
+    "\ud7ff\ue000",
+    -0.0,
+    "NaN",
+    [1, "a", None],
+]
+FIELDS = [
+    "model",
+    "messages",
+    "input",
+    "prompt",
+    "stream",
+    "max_tokens",
+    "temperature",
+    "n",
+    "stop",
+    "tools",
+    "stream_options",
+    "user",
+    "name",
+    "slug",
+    "tenant",
+    "role",
+    "metric",
+    "period",
+    "limit",
+    "kind",
+    "base_url",
+    "models",
+    "expires_at",
+    "priority",
+    "weight",
+    "username",
+    "password",
+]
 
 
 def junk_body(rng: random.Random, model: str, *, nested=True) -> bytes:
@@ -71,8 +126,19 @@ def junk_headers(rng: random.Random, auth: dict) -> list:
     elif kind == 1:
         headers.append((b"x-junk", b"a" * 12 * 1024))
     elif kind == 2:
-        headers.append((b"content-type", rng.choice([b"text/plain", b"application/json; charset=latin-1",
-                                                     b"application/x-www-form-urlencoded", b"\xff\xfe"])))
+        headers.append(
+            (
+                b"content-type",
+                rng.choice(
+                    [
+                        b"text/plain",
+                        b"application/json; charset=latin-1",
+                        b"application/x-www-form-urlencoded",
+                        b"\xff\xfe",
+                    ]
+                ),
+            )
+        )
     elif kind == 3:
         headers.append((b"cache-control", b"no-cache, \xc3\x28"))
     elif kind == 4:
@@ -82,19 +148,30 @@ def junk_headers(rng: random.Random, auth: dict) -> list:
 
 def is_openai_error(body) -> bool:
     error = body.get("error") if isinstance(body, dict) else None
-    return isinstance(error, dict) and {"message", "type", "param", "code"} <= error.keys() \
-        and isinstance(error["message"], str) and error["message"]
+    return (
+        isinstance(error, dict)
+        and {"message", "type", "param", "code"} <= error.keys()
+        and isinstance(error["message"], str)
+        and error["message"]
+    )
 
 
 def is_anthropic_error(body) -> bool:
-    return isinstance(body, dict) and body.get("type") == "error" and isinstance(body.get("error"), dict) \
+    return (
+        isinstance(body, dict)
+        and body.get("type") == "error"
+        and isinstance(body.get("error"), dict)
         and {"type", "message"} <= body["error"].keys()
+    )
 
 
 def is_api_error(body) -> bool:
     error = body.get("error") if isinstance(body, dict) else None
-    return isinstance(error, dict) and {"message", "type", "code"} <= error.keys() \
+    return (
+        isinstance(error, dict)
+        and {"message", "type", "code"} <= error.keys()
         and isinstance(error["message"], str)
+    )
 
 
 def check(path, response):
@@ -110,13 +187,19 @@ def check(path, response):
         body = response.json()
     except ValueError:
         return where
-    shape = is_anthropic_error if path == "/v1/messages" else is_openai_error if path.startswith("/v1/") \
+    shape = (
+        is_anthropic_error
+        if path == "/v1/messages"
+        else is_openai_error
+        if path.startswith("/v1/")
         else is_api_error
+    )
     return None if shape(body) else where
 
 
 def test_random_bad_requests_get_clean_client_errors_and_the_server_keeps_serving(
-        proxy_server, acme, platform_admin, upstream, unique_model):
+    proxy_server, acme, platform_admin, upstream, unique_model
+):
     make_route(acme, unique_model, upstream.v1)
     _, plain = make_key(acme)
     _, token = access_token_issue(user=platform_admin, name="fuzz")
@@ -131,21 +214,36 @@ def test_random_bad_requests_get_clean_client_errors_and_the_server_keeps_servin
             on_api = i % 3 == 2
             if on_api and rng.random() < 0.3:
                 path = rng.choice(API_GETS)
-                query = rng.choice(["?page=abc", "?page=-1", "?since=yesterday&until=%ff", "?tenant=%00",
-                                    "?limit=" + "9" * 50, "?model=" + "x" * 5000])
+                query = rng.choice(
+                    [
+                        "?page=abc",
+                        "?page=-1",
+                        "?since=yesterday&until=%ff",
+                        "?tenant=%00",
+                        "?limit=" + "9" * 50,
+                        "?model=" + "x" * 5000,
+                    ]
+                )
                 response = http.request("GET", path + query, headers=junk_headers(rng, api_auth))
             else:
                 path = rng.choice(API_POSTS if on_api else V1_POSTS)
                 # Deeply nested JSON at the API has its own test below.
-                response = http.request("POST", path, content=junk_body(rng, unrouted, nested=not on_api),
-                                        headers=junk_headers(rng, api_auth if on_api else v1_auth))
+                response = http.request(
+                    "POST",
+                    path,
+                    content=junk_body(rng, unrouted, nested=not on_api),
+                    headers=junk_headers(rng, api_auth if on_api else v1_auth),
+                )
             wrong.append(check(path, response))
 
         too_big = b'{"model": "x", "input": "' + b"a" * settings.LLMPROXY_MAX_BODY_BYTES + b'"}'
         assert http.post("/v1/embeddings", content=too_big, headers=v1_auth).status_code == 413
 
-        served = http.post("/v1/chat/completions", headers=v1_auth,
-                           json={"model": unique_model, "messages": [{"role": "user", "content": "up?"}]})
+        served = http.post(
+            "/v1/chat/completions",
+            headers=v1_auth,
+            json={"model": unique_model, "messages": [{"role": "user", "content": "up?"}]},
+        )
         with pytest.raises(httpx.RemoteProtocolError):
             http.post("/v1/chat/completions", headers={**v1_auth, "x-junk": "a" * 64 * 1024}, content=b"{}")
         multipart = {**v1_auth, "content-type": "multipart/form-data; boundary=x"}
@@ -160,7 +258,10 @@ def test_random_bad_requests_get_clean_client_errors_and_the_server_keeps_servin
 def test_the_api_answers_deeply_nested_json_with_a_client_error(proxy_server, platform_admin):
     _, token = access_token_issue(user=platform_admin, name="fuzz")
     headers = {"authorization": f"Token {token}", "content-type": "application/json"}
-    answers = {path: httpx.post(f"{proxy_server.base_url}{path}", content=NESTED, headers=headers, timeout=30)
-               for path in API_POSTS if path != "/api/v1/auth/token"}
+    answers = {
+        path: httpx.post(f"{proxy_server.base_url}{path}", content=NESTED, headers=headers, timeout=30)
+        for path in API_POSTS
+        if path != "/api/v1/auth/token"
+    }
     assert {path: r.status_code for path, r in answers.items()} == dict.fromkeys(answers, 400)
     assert all(is_api_error(r.json()) for r in answers.values())

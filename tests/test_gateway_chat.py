@@ -48,31 +48,39 @@ def test_it_sends_the_upstream_model_and_passes_unknown_fields_through(proxy_ser
 @pytest.mark.parametrize("header", ["authorization", "api-key", "x-api-key"])
 def test_it_takes_the_key_from_each_supported_header(proxy_server, route, key, header):
     value = f"Bearer {key[1]}" if header == "authorization" else key[1]
-    response = httpx.post(f"{proxy_server.base_url}/v1/chat/completions", headers={header: value},
-                          json={"model": route, "messages": HELLO})
+    response = httpx.post(
+        f"{proxy_server.base_url}/v1/chat/completions",
+        headers={header: value},
+        json={"model": route, "messages": HELLO},
+    )
     assert response.status_code == 200, response.text
 
 
 def test_every_answer_carries_a_request_id_and_the_overhead(proxy_server, route, key):
-    response = httpx.post(f"{proxy_server.base_url}/v1/chat/completions",
-                          headers={"authorization": f"Bearer {key[1]}", "x-request-id": "trace-abc-123"},
-                          json={"model": route, "messages": HELLO})
+    response = httpx.post(
+        f"{proxy_server.base_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key[1]}", "x-request-id": "trace-abc-123"},
+        json={"model": route, "messages": HELLO},
+    )
     assert response.headers["x-request-id"] == "trace-abc-123"
     assert float(response.headers["x-llmproxy-overhead-ms"]) >= 0
-    fresh = httpx.post(f"{proxy_server.base_url}/v1/chat/completions",
-                       headers={"authorization": "Bearer nope"}, json={})
+    fresh = httpx.post(
+        f"{proxy_server.base_url}/v1/chat/completions", headers={"authorization": "Bearer nope"}, json={}
+    )
     assert fresh.status_code == 401
     assert fresh.headers["x-request-id"].startswith("req_")
     assert "x-llmproxy-overhead-ms" in fresh.headers
 
 
-def test_a_stream_arrives_chunk_by_chunk_while_the_upstream_is_still_generating(proxy_server, key, acme,
-                                                                               upstream, unique_model):
+def test_a_stream_arrives_chunk_by_chunk_while_the_upstream_is_still_generating(
+    proxy_server, key, acme, upstream, unique_model
+):
     make_route(acme, unique_model, upstream.v1, upstream_model="mock-1?chunks=4&chunk_delay_ms=400")
     started = time.monotonic()
     arrivals = []
-    stream = client(proxy_server, key[1]).chat.completions.create(model=unique_model, messages=HELLO,
-                                                                  stream=True)
+    stream = client(proxy_server, key[1]).chat.completions.create(
+        model=unique_model, messages=HELLO, stream=True
+    )
     pieces = []
     for chunk in stream:
         arrivals.append(time.monotonic() - started)
@@ -91,8 +99,11 @@ def test_a_stream_has_no_usage_chunk_unless_the_client_asks(proxy_server, route,
     assert all(c.model == route for c in chunks)
     # ...but the proxy asked the upstream for it, to count the tokens.
     assert upstream.requests()[0]["body"]["stream_options"] == {"include_usage": True}
-    with_usage = list(api.chat.completions.create(model=route, messages=HELLO, stream=True,
-                                                  stream_options={"include_usage": True}))
+    with_usage = list(
+        api.chat.completions.create(
+            model=route, messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert with_usage[-1].usage.completion_tokens > 0
 
 
@@ -111,8 +122,9 @@ def test_streamed_and_plain_calls_record_the_same_usage(proxy_server, route, key
     assert float(rows[0].cost) == pytest.approx(expected)
 
 
-def test_without_upstream_usage_tokens_are_estimated_the_same_way_streamed_or_not(proxy_server, key, acme,
-                                                                                 upstream, unique_model):
+def test_without_upstream_usage_tokens_are_estimated_the_same_way_streamed_or_not(
+    proxy_server, key, acme, upstream, unique_model
+):
     make_route(acme, unique_model, upstream.v1, upstream_model="mock-1?usage=false")
     api = client(proxy_server, key[1])
     api.chat.completions.create(model=unique_model, messages=HELLO)
@@ -145,12 +157,16 @@ def test_each_request_writes_one_log_row_and_the_hourly_rollup(proxy_server, rou
     assert api_key.last_used_at is not None
 
 
-def test_a_client_that_disconnects_cancels_the_upstream_and_its_usage_is_recorded(proxy_server, key, acme,
-                                                                                 upstream, unique_model):
+def test_a_client_that_disconnects_cancels_the_upstream_and_its_usage_is_recorded(
+    proxy_server, key, acme, upstream, unique_model
+):
     make_route(acme, unique_model, upstream.v1, upstream_model="mock-1?chunks=20&chunk_delay_ms=200")
-    with httpx.stream("POST", f"{proxy_server.base_url}/v1/chat/completions",
-                      headers={"authorization": f"Bearer {key[1]}"},
-                      json={"model": unique_model, "messages": HELLO, "stream": True}) as response:
+    with httpx.stream(
+        "POST",
+        f"{proxy_server.base_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key[1]}"},
+        json={"model": unique_model, "messages": HELLO, "stream": True},
+    ) as response:
         lines = response.iter_lines()
         received = [next(lines) for _ in range(4)]
         assert any(line.startswith("data: {") for line in received)
@@ -168,11 +184,13 @@ def test_a_client_that_disconnects_cancels_the_upstream_and_its_usage_is_recorde
     assert row.output_tokens > 0
 
 
-def test_an_upstream_failing_mid_stream_gives_an_error_event_not_a_clean_end(proxy_server, key, acme, upstream,
-                                                                            unique_model):
+def test_an_upstream_failing_mid_stream_gives_an_error_event_not_a_clean_end(
+    proxy_server, key, acme, upstream, unique_model
+):
     make_route(acme, unique_model, upstream.v1, upstream_model="mock-1?chunks=6&fail_after_chunks=3")
-    stream = client(proxy_server, key[1]).chat.completions.create(model=unique_model, messages=HELLO,
-                                                                  stream=True)
+    stream = client(proxy_server, key[1]).chat.completions.create(
+        model=unique_model, messages=HELLO, stream=True
+    )
     received = []
     with pytest.raises(openai.APIError) as failure:
         for chunk in stream:

@@ -24,9 +24,12 @@ def route(acme, upstream, unique_model):
 def post(proxy_server, key, body, **headers):
     if key:
         headers["authorization"] = f"Bearer {key}"
-    return httpx.post(f"{proxy_server.base_url}/v1/chat/completions", headers=headers,
-                      content=body if isinstance(body, bytes) else None,
-                      json=None if isinstance(body, bytes) else body)
+    return httpx.post(
+        f"{proxy_server.base_url}/v1/chat/completions",
+        headers=headers,
+        content=body if isinstance(body, bytes) else None,
+        json=None if isinstance(body, bytes) else body,
+    )
 
 
 def assert_openai_error(response, status, code=None):
@@ -141,8 +144,9 @@ def test_malformed_bodies_are_bad_requests(proxy_server, route, acme, body, para
 def test_the_sdk_raises_bad_request_for_wrong_types(proxy_server, route, acme):
     _, plain = make_key(acme)
     with pytest.raises(openai.BadRequestError):
-        client(proxy_server, plain).chat.completions.create(model=route, messages=HELLO,
-                                                            extra_body={"n": "two"})
+        client(proxy_server, plain).chat.completions.create(
+            model=route, messages=HELLO, extra_body={"n": "two"}
+        )
 
 
 def test_a_body_over_the_size_limit_is_413_before_anything_else(proxy_server, route):
@@ -163,8 +167,9 @@ def test_a_401_wins_over_a_400(proxy_server, route):
         ("mock-1?fail_status=429", 503, openai.InternalServerError),
     ],
 )
-def test_upstream_failures_are_5xx_in_openai_shape(proxy_server, acme, upstream, unique_model, upstream_model,
-                                                   status, sdk_error):
+def test_upstream_failures_are_5xx_in_openai_shape(
+    proxy_server, acme, upstream, unique_model, upstream_model, status, sdk_error
+):
     make_route(acme, unique_model, upstream.v1, upstream_model=upstream_model)
     _, plain = make_key(acme)
     with pytest.raises(sdk_error) as failure:

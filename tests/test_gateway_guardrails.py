@@ -45,19 +45,23 @@ def route(acme, upstream, unique_model):
 
 
 def guardrail(tenant, name, detector, action, direction="both", **fields):
-    return Guardrail.objects.create(tenant=tenant, name=name, detector=detector, action=action,
-                                    direction=direction, **fields)
+    return Guardrail.objects.create(
+        tenant=tenant, name=name, detector=detector, action=action, direction=direction, **fields
+    )
 
 
 def post_chat(proxy_server, plain_key, model, content, **body):
-    return httpx.post(f"{proxy_server.base_url}/v1/chat/completions",
-                      headers={"authorization": f"Bearer {plain_key}"},
-                      json={"model": model, "messages": [{"role": "user", "content": content}], **body})
+    return httpx.post(
+        f"{proxy_server.base_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {plain_key}"},
+        json={"model": model, "messages": [{"role": "user", "content": content}], **body},
+    )
 
 
 def streamed_text(proxy_server, plain_key, model, content="hi"):
     stream = client(proxy_server, plain_key).chat.completions.create(
-        model=model, messages=[{"role": "user", "content": content}], stream=True)
+        model=model, messages=[{"role": "user", "content": content}], stream=True
+    )
     return [c.choices[0].delta.content or "" for c in stream if c.choices]
 
 
@@ -73,28 +77,38 @@ def wait_for_hits(guardrail, count, timeout=10.0):
 
 def scrape(proxy_server):
     text = httpx.get(f"{proxy_server.base_url}/metrics").text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 # --- requests --------------------------------------------------------------------------------
 
 
-def test_a_blocked_prompt_gets_400_guardrail_blocked_in_openais_shape(proxy_server, acme, key, route,
-                                                                      upstream):
+def test_a_blocked_prompt_gets_400_guardrail_blocked_in_openais_shape(
+    proxy_server, acme, key, route, upstream
+):
     guardrail(acme, "no-cards-out", "card", "block", direction="request")
 
     response = post_chat(proxy_server, key[1], route, f"charge my card {CARD} please")
 
     assert response.status_code == 400
-    assert response.json() == {"error": {
-        "message": "The request was blocked by guardrail 'no-cards-out' (card).",
-        "type": "invalid_request_error", "param": None, "code": "guardrail_blocked"}}
+    assert response.json() == {
+        "error": {
+            "message": "The request was blocked by guardrail 'no-cards-out' (card).",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "guardrail_blocked",
+        }
+    }
     assert response.headers["x-request-id"]
     assert upstream.requests() == []
     with pytest.raises(openai.BadRequestError) as refused:
         client(proxy_server, key[1]).chat.completions.create(
-            model=route, messages=[{"role": "user", "content": CARD}])
+            model=route, messages=[{"role": "user", "content": CARD}]
+        )
     assert refused.value.code == "guardrail_blocked"
     rows = wait_for_logs(2, model=route)
     assert {(r.status, r.error_type) for r in rows} == {(400, "guardrail_blocked")}
@@ -104,17 +118,24 @@ def test_a_masked_prompt_reaches_the_upstream_masked(proxy_server, acme, key, ro
     guardrail(acme, "mask-emails", "email", "mask", direction="request")
 
     answer = client(proxy_server, key[1]).chat.completions.create(
-        model=route, messages=[{"role": "system", "content": "Be brief."},
-                               {"role": "user", "content": "I am ann.lee@corp.example.org, hi"}])
+        model=route,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "I am ann.lee@corp.example.org, hi"},
+        ],
+    )
 
     [received] = upstream.requests()
-    assert received["body"]["messages"] == [{"role": "system", "content": "Be brief."},
-                                            {"role": "user", "content": "I am [REDACTED:EMAIL], hi"}]
+    assert received["body"]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "I am [REDACTED:EMAIL], hi"},
+    ]
     assert answer.choices[0].message.content == "Mock answer to: I am [REDACTED:EMAIL], hi"
 
 
 def test_a_flagged_prompt_goes_through_unchanged_and_is_counted_audited_and_measured(
-        proxy_server, acme, key, route, upstream):
+    proxy_server, acme, key, route, upstream
+):
     flag = guardrail(acme, f"flag-keys-{route}", "secret", "flag", direction="request")
     secret = "sk-proj-abc123DEF456ghi789JKL012"
 
@@ -139,14 +160,16 @@ def test_a_plain_answer_is_masked_before_it_is_sent(proxy_server, acme, key, ups
     guardrail(acme, "mask-cards", "card", "mask", direction="response")
 
     answer = client(proxy_server, key[1]).chat.completions.create(
-        model=unique_model, messages=[{"role": "user", "content": "hi"}])
+        model=unique_model, messages=[{"role": "user", "content": "hi"}]
+    )
 
     assert answer.choices[0].message.content == "Card: [REDACTED:CARD], ok."
     assert answer.usage.completion_tokens > 0
 
 
-def test_a_blocked_plain_answer_is_a_400_and_its_usage_is_still_recorded(proxy_server, acme, key, upstream,
-                                                                           unique_model):
+def test_a_blocked_plain_answer_is_a_400_and_its_usage_is_still_recorded(
+    proxy_server, acme, key, upstream, unique_model
+):
     make_route(acme, unique_model, upstream.v1, upstream_model=reply_model(CARD_REPLY))
     guardrail(acme, "no-cards-back", "card", "block", direction="response")
 
@@ -176,8 +199,9 @@ def test_a_card_number_split_across_two_sse_chunks_is_masked(proxy_server, acme,
     assert not any(ch.isdigit() for piece in pieces for ch in piece)
 
 
-def test_a_streamed_answer_is_masked_across_many_small_chunks(proxy_server, acme, key, upstream,
-                                                              unique_model):
+def test_a_streamed_answer_is_masked_across_many_small_chunks(
+    proxy_server, acme, key, upstream, unique_model
+):
     text = "Mail ann.lee@corp.example.org or call +44 20 7946 0958 now."
     make_route(acme, unique_model, upstream.v1, upstream_model=reply_model(text, chunks=len(text)))
     guardrail(acme, "mask-emails", "email", "mask", direction="response")
@@ -189,24 +213,28 @@ def test_a_streamed_answer_is_masked_across_many_small_chunks(proxy_server, acme
     assert max(len(p) for p in pieces) <= len("[REDACTED:EMAIL]") + 2
 
 
-def test_a_blocked_stream_stops_before_the_match_with_a_final_error_event(proxy_server, acme, key, upstream,
-                                                                        unique_model):
+def test_a_blocked_stream_stops_before_the_match_with_a_final_error_event(
+    proxy_server, acme, key, upstream, unique_model
+):
     make_route(acme, unique_model, upstream.v1, upstream_model=reply_model(CARD_REPLY))
     guardrail(acme, "no-cards-back", "card", "block", direction="response")
 
-    with httpx.stream("POST", f"{proxy_server.base_url}/v1/chat/completions",
-                      headers={"authorization": f"Bearer {key[1]}"},
-                      json={"model": unique_model, "messages": [{"role": "user", "content": "hi"}],
-                            "stream": True}) as response:
+    with httpx.stream(
+        "POST",
+        f"{proxy_server.base_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key[1]}"},
+        json={"model": unique_model, "messages": [{"role": "user", "content": "hi"}], "stream": True},
+    ) as response:
         assert response.status_code == 200
-        events = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+        events = [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
 
     assert "[DONE]" not in events
     error = orjson.loads(events[-1])["error"]
     assert (error["code"], error["type"]) == ("guardrail_blocked", "invalid_request_error")
     assert "no-cards-back" in error["message"]
-    sent = "".join((orjson.loads(e)["choices"] or [{}])[0].get("delta", {}).get("content") or ""
-                   for e in events[:-1])
+    sent = "".join(
+        (orjson.loads(e)["choices"] or [{}])[0].get("delta", {}).get("content") or "" for e in events[:-1]
+    )
     assert sent == "Card: " and "4111" not in "".join(events)
     [row] = wait_for_logs(1, model=unique_model)
     assert row.error_type == "guardrail_blocked"
@@ -228,8 +256,9 @@ def test_completions_streams_are_masked_too(proxy_server, acme, key, upstream, u
 # --- shadow mode, scope, isolation --------------------------------------------------------------
 
 
-def test_shadow_rules_change_nothing_and_count_what_they_would_have_done(proxy_server, acme, key, upstream,
-                                                                       unique_model):
+def test_shadow_rules_change_nothing_and_count_what_they_would_have_done(
+    proxy_server, acme, key, upstream, unique_model
+):
     make_route(acme, unique_model, upstream.v1, upstream_model=reply_model(CARD_REPLY))
     would_block = guardrail(acme, "would-block", "email", "block", direction="request", shadow=True)
     would_mask = guardrail(acme, "would-mask", "card", "mask", direction="response", shadow=True)
@@ -281,8 +310,9 @@ def test_a_rule_added_while_the_proxy_runs_applies_within_five_seconds(proxy_ser
         raise AssertionError("the new guardrail did not apply within 5 seconds")
 
 
-def test_answers_from_the_response_cache_pass_the_response_rules_too(proxy_server, acme, key, upstream,
-                                                                     unique_model):
+def test_answers_from_the_response_cache_pass_the_response_rules_too(
+    proxy_server, acme, key, upstream, unique_model
+):
     acme.cache_ttl_seconds = 60
     acme.save()
     make_route(acme, unique_model, upstream.v1, upstream_model=reply_model(CARD_REPLY))
@@ -310,19 +340,23 @@ def test_answers_from_the_response_cache_pass_the_response_rules_too(proxy_serve
 # --- /v1/messages (Anthropic's API) ------------------------------------------------------------
 
 
-def test_a_blocked_anthropic_request_gets_400_in_anthropics_shape(proxy_server, acme, key, upstream,
-                                                                  unique_model):
+def test_a_blocked_anthropic_request_gets_400_in_anthropics_shape(
+    proxy_server, acme, key, upstream, unique_model
+):
     anthropic_route(acme, unique_model, upstream)
     guardrail(acme, "no-cards-out", "card", "block", direction="request")
 
     with pytest.raises(anthropic.BadRequestError) as refused:
         anthropic_client(proxy_server, key[1]).messages.create(
-            model=unique_model, max_tokens=50, messages=[{"role": "user", "content": f"card {CARD}"}])
+            model=unique_model, max_tokens=50, messages=[{"role": "user", "content": f"card {CARD}"}]
+        )
 
     assert refused.value.status_code == 400
     message = "The request was blocked by guardrail 'no-cards-out' (card)."
-    assert refused.value.body == {"type": "error",
-                                  "error": {"type": "invalid_request_error", "message": message}}
+    assert refused.value.body == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": message},
+    }
     assert upstream.requests() == []
 
 
@@ -331,11 +365,15 @@ def test_an_anthropic_request_passed_through_is_masked(proxy_server, acme, key, 
     guardrail(acme, "mask-emails", "email", "mask", direction="request")
 
     anthropic_client(proxy_server, key[1]).messages.create(
-        model=unique_model, max_tokens=50, system="Owner: ann@corp.example.org",
-        messages=[{"role": "user", "content": [{"type": "text", "text": "mail bob@corp.example.org"}]}])
+        model=unique_model,
+        max_tokens=50,
+        system="Owner: ann@corp.example.org",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "mail bob@corp.example.org"}]}],
+    )
 
     [received] = upstream.requests()
     assert received["path"] == "/v1/messages"
     assert received["body"]["system"] == "Owner: [REDACTED:EMAIL]"
     assert received["body"]["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "mail [REDACTED:EMAIL]"}]}]
+        {"role": "user", "content": [{"type": "text", "text": "mail [REDACTED:EMAIL]"}]}
+    ]

@@ -41,18 +41,31 @@ def route(acme, upstream, unique_model):
     return unique_model
 
 
-def test_it_passes_the_request_through_with_the_upstream_model_and_credential(proxy_server, route, key,
-                                                                              upstream):
+def test_it_passes_the_request_through_with_the_upstream_model_and_credential(
+    proxy_server, route, key, upstream
+):
     message = anthropic_client(proxy_server, key).messages.create(
-        model=route, max_tokens=300, system="Be brief.", messages=HELLO, temperature=0.3, top_k=5,
-        extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+        model=route,
+        max_tokens=300,
+        system="Be brief.",
+        messages=HELLO,
+        temperature=0.3,
+        top_k=5,
+        extra_headers={"anthropic-beta": "context-1m-2025-08-07"},
+    )
     assert message.content[0].text == "Mock answer to: Hello there"
     assert message.model == route
     assert message.stop_reason == "end_turn"
     [received] = upstream.requests()
     assert received["path"] == "/v1/messages"
-    assert received["body"] == {"model": "claude-x", "max_tokens": 300, "system": "Be brief.",
-                                "messages": HELLO, "temperature": 0.3, "top_k": 5}
+    assert received["body"] == {
+        "model": "claude-x",
+        "max_tokens": 300,
+        "system": "Be brief.",
+        "messages": HELLO,
+        "temperature": 0.3,
+        "top_k": 5,
+    }
     # The proxy key stays with the proxy; the upstream gets the provider's credential.
     assert received["headers"]["x-api-key"] == CREDENTIAL
     assert received["headers"]["anthropic-version"] == "2023-06-01"
@@ -61,14 +74,24 @@ def test_it_passes_the_request_through_with_the_upstream_model_and_credential(pr
 
 
 def test_a_stream_forwards_anthropics_events_as_they_are(proxy_server, route, key):
-    response = httpx.post(f"{proxy_server.base_url}/v1/messages", headers={"x-api-key": key},
-                          json={"model": route, "max_tokens": 100, "messages": HELLO, "stream": True})
+    response = httpx.post(
+        f"{proxy_server.base_url}/v1/messages",
+        headers={"x-api-key": key},
+        json={"model": route, "max_tokens": 100, "messages": HELLO, "stream": True},
+    )
     assert response.headers["content-type"].startswith("text/event-stream")
     assert sse_event_names(response.text) == [
-        "message_start", "content_block_start", "ping", *["content_block_delta"] * 5, "content_block_stop",
-        "message_delta", "message_stop"]
-    with anthropic_client(proxy_server, key).messages.stream(model=route, max_tokens=100,
-                                                             messages=HELLO) as stream:
+        "message_start",
+        "content_block_start",
+        "ping",
+        *["content_block_delta"] * 5,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    with anthropic_client(proxy_server, key).messages.stream(
+        model=route, max_tokens=100, messages=HELLO
+    ) as stream:
         texts = list(stream.text_stream)
         message = stream.get_final_message()
     assert len(texts) == 5
@@ -81,8 +104,13 @@ def test_tool_use_passes_through_plain_and_streamed(proxy_server, key, acme, ups
     anthropic_route(acme, unique_model, upstream, "claude-x?tool=get_weather")
     api = anthropic_client(proxy_server, key)
     tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
-    plain = api.messages.create(model=unique_model, max_tokens=100, messages=HELLO, tools=tools,
-                                tool_choice={"type": "tool", "name": "get_weather"})
+    plain = api.messages.create(
+        model=unique_model,
+        max_tokens=100,
+        messages=HELLO,
+        tools=tools,
+        tool_choice={"type": "tool", "name": "get_weather"},
+    )
     with api.messages.stream(model=unique_model, max_tokens=100, messages=HELLO, tools=tools) as stream:
         streamed = stream.get_final_message()
     for message in (plain, streamed):
@@ -112,8 +140,10 @@ def test_an_error_event_mid_stream_is_forwarded_and_recorded(proxy_server, key, 
     anthropic_route(acme, unique_model, upstream, "claude-x?chunks=6&fail_after_chunks=2")
     texts = []
     api = anthropic_client(proxy_server, key)
-    with (pytest.raises(anthropic.APIStatusError) as failure,
-          api.messages.stream(model=unique_model, max_tokens=100, messages=HELLO) as stream):
+    with (
+        pytest.raises(anthropic.APIStatusError) as failure,
+        api.messages.stream(model=unique_model, max_tokens=100, messages=HELLO) as stream,
+    ):
         texts.extend(stream.text_stream)
     assert len(texts) == 2
     assert failure.value.body["error"]["type"] == "overloaded_error"
@@ -121,8 +151,9 @@ def test_an_error_event_mid_stream_is_forwarded_and_recorded(proxy_server, key, 
     assert row.error_type == "upstream_stream_error"
 
 
-def test_an_overloaded_upstream_is_a_retryable_error_for_the_client(proxy_server, key, acme, upstream,
-                                                                   unique_model):
+def test_an_overloaded_upstream_is_a_retryable_error_for_the_client(
+    proxy_server, key, acme, upstream, unique_model
+):
     anthropic_route(acme, unique_model, upstream, "claude-x?fail_status=529")
     api = anthropic_client(proxy_server, key)
     with pytest.raises(anthropic.APIStatusError) as failure:
@@ -131,12 +162,16 @@ def test_an_overloaded_upstream_is_a_retryable_error_for_the_client(proxy_server
     assert failure.value.body["type"] == "error"
 
 
-def test_a_client_that_disconnects_cancels_the_upstream_and_its_usage_is_recorded(proxy_server, key, acme,
-                                                                                 upstream, unique_model):
+def test_a_client_that_disconnects_cancels_the_upstream_and_its_usage_is_recorded(
+    proxy_server, key, acme, upstream, unique_model
+):
     anthropic_route(acme, unique_model, upstream, "claude-x?chunks=20&chunk_delay_ms=200")
-    with httpx.stream("POST", f"{proxy_server.base_url}/v1/messages", headers={"x-api-key": key},
-                      json={"model": unique_model, "max_tokens": 100, "messages": HELLO,
-                            "stream": True}) as response:
+    with httpx.stream(
+        "POST",
+        f"{proxy_server.base_url}/v1/messages",
+        headers={"x-api-key": key},
+        json={"model": unique_model, "max_tokens": 100, "messages": HELLO, "stream": True},
+    ) as response:
         lines = response.iter_lines()
         received = [next(lines) for _ in range(12)]
         assert "event: content_block_delta" in received
@@ -177,18 +212,24 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(proxy_server, acme, r
         anthropic_client(proxy_server, limited).messages.create(model=route, max_tokens=10, messages=HELLO)
 
 
-@pytest.mark.parametrize("fields", [
-    {"model": None},
-    {"max_tokens": None},
-    {"max_tokens": 0},
-    {"messages": []},
-    {"messages": [{"role": "system", "content": "Be brief."}]},
-    {"stream": "yes"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"model": None},
+        {"max_tokens": None},
+        {"max_tokens": 0},
+        {"messages": []},
+        {"messages": [{"role": "system", "content": "Be brief."}]},
+        {"stream": "yes"},
+    ],
+)
 def test_a_malformed_request_is_an_anthropic_bad_request(proxy_server, route, key, upstream, fields):
     body = {"model": route, "max_tokens": 10, "messages": HELLO, **fields}
-    response = httpx.post(f"{proxy_server.base_url}/v1/messages", headers={"x-api-key": key},
-                          json={name: value for name, value in body.items() if value is not None})
+    response = httpx.post(
+        f"{proxy_server.base_url}/v1/messages",
+        headers={"x-api-key": key},
+        json={name: value for name, value in body.items() if value is not None},
+    )
     assert response.status_code == 400
     assert response.json()["type"] == "error"
     assert response.json()["error"]["type"] == "invalid_request_error"
@@ -202,7 +243,8 @@ def test_the_sdk_raises_bad_request_for_a_malformed_request(proxy_server, route,
 
 def test_every_answer_carries_the_request_id(proxy_server, route, key):
     raw = anthropic_client(proxy_server, key).messages.with_raw_response.create(
-        model=route, max_tokens=10, messages=HELLO, extra_headers={"x-request-id": "trace-msg-1"})
+        model=route, max_tokens=10, messages=HELLO, extra_headers={"x-request-id": "trace-msg-1"}
+    )
     assert raw.headers["x-request-id"] == "trace-msg-1"
     refused = httpx.post(f"{proxy_server.base_url}/v1/messages", headers={"x-api-key": "nope"}, json={})
     assert refused.status_code == 401
@@ -227,14 +269,18 @@ def test_requests_are_counted_in_the_metrics(proxy_server, route, key):
 
 # --- count_tokens ------------------------------------------------------------------------------------
 def test_count_tokens_asks_an_anthropic_upstream(proxy_server, route, key, upstream):
-    counted = anthropic_client(proxy_server, key).messages.count_tokens(model=route, messages=HELLO,
-                                                                        system="Be brief.")
+    counted = anthropic_client(proxy_server, key).messages.count_tokens(
+        model=route, messages=HELLO, system="Be brief."
+    )
     [received] = upstream.requests()
     assert received["path"] == "/v1/messages/count_tokens"
     assert received["body"] == {"model": "claude-x", "messages": HELLO, "system": "Be brief."}
     assert received["headers"]["x-api-key"] == CREDENTIAL
-    direct = httpx.post(f"{upstream.base}/v1/messages/count_tokens", json=received["body"],
-                        headers={"anthropic-version": "2023-06-01"}).json()
+    direct = httpx.post(
+        f"{upstream.base}/v1/messages/count_tokens",
+        json=received["body"],
+        headers={"anthropic-version": "2023-06-01"},
+    ).json()
     assert counted.input_tokens == direct["input_tokens"] > 0
 
 

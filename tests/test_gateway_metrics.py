@@ -17,17 +17,25 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 def scrape(proxy_server):
     text = httpx.get(f"{proxy_server.base_url}/metrics").text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_count_requests_and_tokens_after_known_traffic(proxy_server, acme, upstream, unique_model):
     make_route(acme, unique_model, upstream.v1, name="metered")
     api = client(proxy_server, make_key(acme)[1])
-    answers = [api.chat.completions.create(model=unique_model, messages=[{"role": "user", "content": "hi"}])
-               for _ in range(3)]
-    httpx.post(f"{proxy_server.base_url}/v1/chat/completions", headers={"authorization": "Bearer bad"},
-               json={"model": unique_model})
+    answers = [
+        api.chat.completions.create(model=unique_model, messages=[{"role": "user", "content": "hi"}])
+        for _ in range(3)
+    ]
+    httpx.post(
+        f"{proxy_server.base_url}/v1/chat/completions",
+        headers={"authorization": "Bearer bad"},
+        json={"model": unique_model},
+    )
     samples = scrape(proxy_server)
     ok = (("model", unique_model), ("provider", "metered"), ("status", "200"), ("tenant", "acme"))
     assert samples[("llmproxy_requests_total", ok)] == 3
@@ -37,10 +45,16 @@ def test_metrics_count_requests_and_tokens_after_known_traffic(proxy_server, acm
     assert samples[("llmproxy_tokens_total", tokens_out)] == sum(a.usage.completion_tokens for a in answers)
 
 
-def test_a_route_whose_breaker_opened_reads_open_in_the_circuit_state(proxy_server, acme, upstream,
-                                                                       unique_model):
-    _, broken = make_route(acme, unique_model, upstream.v1, f"mock-1?fail_status=503&tag={unique_model}",
-                           name=f"{unique_model}-broken")
+def test_a_route_whose_breaker_opened_reads_open_in_the_circuit_state(
+    proxy_server, acme, upstream, unique_model
+):
+    _, broken = make_route(
+        acme,
+        unique_model,
+        upstream.v1,
+        f"mock-1?fail_status=503&tag={unique_model}",
+        name=f"{unique_model}-broken",
+    )
     _, healthy = make_route(acme, f"{unique_model}-ok", upstream.v1, name=f"{unique_model}-healthy")
     key = make_key(acme)[1]
     failures = settings.LLMPROXY_BREAKER_FAILURES
@@ -51,16 +65,22 @@ def test_a_route_whose_breaker_opened_reads_open_in_the_circuit_state(proxy_serv
     # The last request found the breaker open: its route was skipped, not asked.
     assert statuses == [503] * (failures + 1)
     assert len([r for r in upstream.requests() if r["body"]["model"].endswith(unique_model)]) == failures
-    state = {(dict(labels)["route"], dict(labels)["provider"]): v
-             for (name, labels), v in samples.items() if name == "llmproxy_circuit_state"}
+    state = {
+        (dict(labels)["route"], dict(labels)["provider"]): v
+        for (name, labels), v in samples.items()
+        if name == "llmproxy_circuit_state"
+    }
     assert state[(str(broken.id), f"{unique_model}-broken")] == 2
     assert state[(str(healthy.id), f"{unique_model}-healthy")] == 0
 
 
 def chat(proxy_server, key, model, base_url=None):
-    return httpx.post(f"{base_url or proxy_server.base_url}/v1/chat/completions",
-                      headers={"authorization": f"Bearer {key}"},
-                      json={"model": model, "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+    return httpx.post(
+        f"{base_url or proxy_server.base_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
 
 
 # --- several processes, one set of numbers (PROMETHEUS_MULTIPROC_DIR) ---------------------------------
@@ -77,8 +97,11 @@ class Scraper:
         return httpx.get(f"{self.base_url}/metrics", headers=headers)
 
     def samples(self):
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(self().text) for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(self().text)
+            for s in family.samples
+        }
 
     def wait_for_no_backlog(self):
         deadline = time.monotonic() + 10
@@ -106,8 +129,9 @@ def two_processes(tmp_path, mock_upstream):
             process.stop()
 
 
-def test_several_processes_sharing_a_directory_answer_with_the_same_totals(two_processes, acme, upstream,
-                                                                            unique_model):
+def test_several_processes_sharing_a_directory_answer_with_the_same_totals(
+    two_processes, acme, upstream, unique_model
+):
     a, b = two_processes
     make_route(acme, unique_model, upstream.v1, name=f"{unique_model}-up")
     key = make_key(acme)[1]
@@ -122,8 +146,9 @@ def test_several_processes_sharing_a_directory_answer_with_the_same_totals(two_p
     refused = (("model", ""), ("provider", ""), ("status", "401"), ("tenant", ""))  # no key: nothing read
     for samples in (scrape_a.samples(), scrape_b.samples()):
         assert samples[("llmproxy_requests_total", ok)] == 5
-        assert samples[("llmproxy_tokens_total", tokens_in)] == sum(r.json()["usage"]["prompt_tokens"]
-                                                                     for r in answers)
+        assert samples[("llmproxy_tokens_total", tokens_in)] == sum(
+            r.json()["usage"]["prompt_tokens"] for r in answers
+        )
         assert samples[("llmproxy_requests_total", refused)] == 1
 
     # A process that stopped still counts: totals never go down between scrapes.

@@ -1,4 +1,4 @@
-"""The response cache through the proxy: hits and misses, all four stream combinations, stampedes, isolation."""
+"""The response cache through the proxy: hits, misses, stream combinations, stampedes, isolation."""
 
 import concurrent.futures
 
@@ -22,9 +22,12 @@ def cached_tenant(acme):
 
 
 def post(proxy_server, key, model, *, stream=False, headers=None, **body):
-    response = httpx.post(f"{proxy_server.base_url}/v1/chat/completions",
-                          headers={"authorization": f"Bearer {key}", **(headers or {})},
-                          json={"model": model, "messages": HELLO, "stream": stream, **body}, timeout=30)
+    response = httpx.post(
+        f"{proxy_server.base_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}", **(headers or {})},
+        json={"model": model, "messages": HELLO, "stream": stream, **body},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     return response
 
@@ -42,18 +45,22 @@ def streamed_text(response):
     return text
 
 
-@pytest.mark.parametrize(("first_streamed", "then_streamed"),
-                         [(False, False), (False, True), (True, False), (True, True)])
-def test_a_repeated_request_is_a_hit_however_either_was_streamed(proxy_server, cached_tenant, upstream,
-                                                                 unique_model, first_streamed, then_streamed):
+@pytest.mark.parametrize(
+    ("first_streamed", "then_streamed"), [(False, False), (False, True), (True, False), (True, True)]
+)
+def test_a_repeated_request_is_a_hit_however_either_was_streamed(
+    proxy_server, cached_tenant, upstream, unique_model, first_streamed, then_streamed
+):
     make_route(cached_tenant, unique_model, upstream.v1)
     _, key = make_key(cached_tenant)
     first = post(proxy_server, key, unique_model, stream=first_streamed)
     assert first.headers["x-llmproxy-cache"] == "miss"
     second = post(proxy_server, key, unique_model, stream=then_streamed)
     assert second.headers["x-llmproxy-cache"] == "hit"
-    texts = [streamed_text(r) if s else r.json()["choices"][0]["message"]["content"]
-             for r, s in ((first, first_streamed), (second, then_streamed))]
+    texts = [
+        streamed_text(r) if s else r.json()["choices"][0]["message"]["content"]
+        for r, s in ((first, first_streamed), (second, then_streamed))
+    ]
     assert texts[0] == texts[1] == "Mock answer to: Hello cache"
     assert len(upstream.requests()) == 1
     rows = wait_for_logs(2, model=unique_model)
@@ -61,8 +68,9 @@ def test_a_repeated_request_is_a_hit_however_either_was_streamed(proxy_server, c
     assert rows[1].input_tokens == rows[1].output_tokens == 0
 
 
-def test_the_official_client_gets_identical_answers_from_the_cache(proxy_server, cached_tenant, upstream,
-                                                                   unique_model):
+def test_the_official_client_gets_identical_answers_from_the_cache(
+    proxy_server, cached_tenant, upstream, unique_model
+):
     make_route(cached_tenant, unique_model, upstream.v1)
     api = client(proxy_server, make_key(cached_tenant)[1])
     one = api.chat.completions.create(model=unique_model, messages=HELLO, temperature=0)
@@ -95,8 +103,9 @@ def test_no_cache_refreshes_and_no_store_bypasses(proxy_server, cached_tenant, u
     assert post(proxy_server, key, unique_model, max_tokens=7).headers["x-llmproxy-cache"] == "miss"
 
 
-def test_twenty_identical_concurrent_requests_make_one_upstream_call(proxy_server, cached_tenant, upstream,
-                                                                    unique_model):
+def test_twenty_identical_concurrent_requests_make_one_upstream_call(
+    proxy_server, cached_tenant, upstream, unique_model
+):
     make_route(cached_tenant, unique_model, upstream.v1, upstream_model="mock-1?latency_ms=500")
     _, key = make_key(cached_tenant)
     with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
@@ -140,17 +149,22 @@ def test_nondeterministic_requests_can_be_excluded(proxy_server, cached_tenant, 
 def test_a_hit_counts_as_a_request_for_quotas(proxy_server, cached_tenant, upstream, unique_model):
     make_route(cached_tenant, unique_model, upstream.v1)
     api_key, key = make_key(cached_tenant)
-    QuotaLimit.objects.create(tenant=cached_tenant, scope="key", api_key=api_key, metric="requests",
-                              period="hour", limit=2)
+    QuotaLimit.objects.create(
+        tenant=cached_tenant, scope="key", api_key=api_key, metric="requests", period="hour", limit=2
+    )
     post(proxy_server, key, unique_model)
     assert post(proxy_server, key, unique_model).headers["x-llmproxy-cache"] == "hit"
-    third = httpx.post(f"{proxy_server.base_url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                       json={"model": unique_model, "messages": HELLO})
+    third = httpx.post(
+        f"{proxy_server.base_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": unique_model, "messages": HELLO},
+    )
     assert third.status_code == 429
 
 
-def test_clear_cache_empties_a_tenants_cache_in_the_running_proxy(proxy_server, cached_tenant, upstream,
-                                                                 unique_model):
+def test_clear_cache_empties_a_tenants_cache_in_the_running_proxy(
+    proxy_server, cached_tenant, upstream, unique_model
+):
     import time
 
     from django.core.management import call_command

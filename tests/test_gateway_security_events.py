@@ -15,8 +15,11 @@ def test_failed_authentications_become_one_aggregated_audit_row(proxy_server, ac
     api_key, plain = make_key(acme)
     wrong = plain[:-3] + ("xyz" if not plain.endswith("xyz") else "abc")
     for _ in range(5):
-        response = httpx.post(f"{proxy_server.base_url}/v1/chat/completions",
-                              headers={"authorization": f"Bearer {wrong}"}, json={"model": unique_model})
+        response = httpx.post(
+            f"{proxy_server.base_url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {wrong}"},
+            json={"model": unique_model},
+        )
         assert response.status_code == 401
     deadline = time.monotonic() + 10
     rows = []
@@ -33,20 +36,28 @@ def test_failed_authentications_become_one_aggregated_audit_row(proxy_server, ac
     assert all(wrong not in str(r.metadata) for r in rows)
 
 
-def test_an_address_that_keeps_failing_is_throttled(django_db_setup, django_db_blocker, acme, upstream,
-                                                    unique_model):
+def test_an_address_that_keeps_failing_is_throttled(
+    django_db_setup, django_db_blocker, acme, upstream, unique_model
+):
     from tests import servers
     from tests.conftest import ARTIFACTS
 
     with django_db_blocker.unblock():
-        process, base = servers.start_daphne(ARTIFACTS / "logs", name="throttle-daphne",
-                                             LLMPROXY_AUTH_FAILURES_PER_MINUTE=3)
+        process, base = servers.start_daphne(
+            ARTIFACTS / "logs", name="throttle-daphne", LLMPROXY_AUTH_FAILURES_PER_MINUTE=3
+        )
     try:
-        statuses = [httpx.post(f"{base}/v1/chat/completions", headers={"authorization": "Bearer nope"},
-                               json={}).status_code for _ in range(5)]
+        statuses = [
+            httpx.post(
+                f"{base}/v1/chat/completions", headers={"authorization": "Bearer nope"}, json={}
+            ).status_code
+            for _ in range(5)
+        ]
         assert statuses[:3] == [401, 401, 401]
         assert statuses[3] == 429 or time.time() % 60 < 2  # unless the minute rolled over meanwhile
-        throttled = httpx.post(f"{base}/v1/chat/completions", headers={"authorization": "Bearer nope"}, json={})
+        throttled = httpx.post(
+            f"{base}/v1/chat/completions", headers={"authorization": "Bearer nope"}, json={}
+        )
         if throttled.status_code == 429:
             assert throttled.json()["error"]["code"] == "auth_throttled"
             assert 1 <= int(throttled.headers["retry-after"]) <= 60
@@ -54,8 +65,9 @@ def test_an_address_that_keeps_failing_is_throttled(django_db_setup, django_db_b
         process.stop()
 
 
-def test_prompts_are_stored_only_when_the_tenant_opts_in_and_then_redacted(proxy_server, acme, upstream,
-                                                                           unique_model):
+def test_prompts_are_stored_only_when_the_tenant_opts_in_and_then_redacted(
+    proxy_server, acme, upstream, unique_model
+):
     make_route(acme, unique_model, upstream.v1)
     api = client(proxy_server, make_key(acme)[1])
     secret_prompt = [{"role": "user", "content": "mail me at jane.doe@example.com"}]

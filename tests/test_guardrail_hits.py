@@ -14,9 +14,18 @@ NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def hit(guardrail, request_id, *, at=NOON, direction="request"):
-    return Hit(guardrail_id=guardrail.id, tenant_id=guardrail.tenant_id, rule=guardrail.name,
-               detector=guardrail.detector, action=guardrail.action, shadow=guardrail.shadow,
-               direction=direction, request_id=request_id, key_prefix="lp-AbCd1234", at=at)
+    return Hit(
+        guardrail_id=guardrail.id,
+        tenant_id=guardrail.tenant_id,
+        rule=guardrail.name,
+        detector=guardrail.detector,
+        action=guardrail.action,
+        shadow=guardrail.shadow,
+        direction=direction,
+        request_id=request_id,
+        key_prefix="lp-AbCd1234",
+        at=at,
+    )
 
 
 def counters():
@@ -25,11 +34,21 @@ def counters():
 
 def test_hits_add_up_per_guardrail_day_and_mode_across_batches(acme):
     masks = Guardrail.objects.create(tenant=acme, name="mask-cards", detector="card", action="mask")
-    would = Guardrail.objects.create(tenant=acme, name="would-block", detector="ip", action="block",
-                                     shadow=True)
+    would = Guardrail.objects.create(
+        tenant=acme, name="would-block", detector="ip", action="block", shadow=True
+    )
 
-    assert record_hits([hit(masks, "r1"), hit(masks, "r2"), hit(would, "r1"),
-                        hit(masks, "r3", at=NOON + timedelta(hours=13))]) == 4
+    assert (
+        record_hits(
+            [
+                hit(masks, "r1"),
+                hit(masks, "r2"),
+                hit(would, "r1"),
+                hit(masks, "r3", at=NOON + timedelta(hours=13)),
+            ]
+        )
+        == 4
+    )
     record_hits([hit(masks, "r4")])
 
     assert counters() == {
@@ -51,8 +70,9 @@ def test_hits_of_a_guardrail_deleted_meanwhile_are_dropped(acme):
 
 def test_flags_are_audited_once_per_guardrail_and_batch_without_the_matched_text(acme):
     flag = Guardrail.objects.create(tenant=acme, name="flag-keys", detector="secret", action="flag")
-    shadow = Guardrail.objects.create(tenant=acme, name="shadow-mask", detector="email", action="mask",
-                                      shadow=True)
+    shadow = Guardrail.objects.create(
+        tenant=acme, name="shadow-mask", detector="email", action="mask", shadow=True
+    )
     masks = Guardrail.objects.create(tenant=acme, name="mask-cards", detector="card", action="mask")
 
     record_hits([hit(flag, "r1"), hit(flag, "r2", direction="response"), hit(shadow, "r3"), hit(masks, "r4")])

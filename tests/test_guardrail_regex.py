@@ -47,13 +47,16 @@ def test_an_ordinary_pattern_is_accepted(pattern):
     assert check_pattern(pattern).pattern == pattern
 
 
-@pytest.mark.parametrize("pattern, reason", [
-    ("", "required"),
-    ("(unclosed", "invalid regular expression"),
-    ("a*", "matches the empty string"),
-    ("x?|y?", "matches the empty string"),
-    ("a" * 1001, "longer than 1000"),
-])
+@pytest.mark.parametrize(
+    "pattern, reason",
+    [
+        ("", "required"),
+        ("(unclosed", "invalid regular expression"),
+        ("a*", "matches the empty string"),
+        ("x?|y?", "matches the empty string"),
+        ("a" * 1001, "longer than 1000"),
+    ],
+)
 def test_a_pattern_that_is_invalid_empty_matching_or_too_long_is_refused(pattern, reason):
     with pytest.raises(UnsafePattern, match=reason):
         check_pattern(pattern)

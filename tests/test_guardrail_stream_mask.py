@@ -11,8 +11,9 @@ from llmproxy.guardrails.stream_mask import ChunkMasker, StreamMasker
 
 def rule(kind, action="mask", *, shadow=False, rule_id=None, detector=None):
     detector = detector or BUILT_IN[kind]
-    return Rule(id=rule_id or sum(map(ord, kind)), name=f"no-{kind}", detector=detector, action=action,
-                shadow=shadow)
+    return Rule(
+        id=rule_id or sum(map(ord, kind)), name=f"no-{kind}", detector=detector, action=action, shadow=shadow
+    )
 
 
 CARD, EMAIL, SECRET = rule("card"), rule("email"), rule("secret")
@@ -87,8 +88,10 @@ def test_a_longer_card_is_not_cut_short_at_a_chunk_boundary():
 @settings(max_examples=200, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=12))
 def test_any_chunking_gives_the_text_masked_as_a_whole_in_order(cuts):
-    text = ("Hi! Card 4111 1111 1111 1111 and mail ann.lee@corp.example.org, "
-            "key sk-proj-abc123DEF456ghi789JKL012, plain words after it. 5555555555554444")
+    text = (
+        "Hi! Card 4111 1111 1111 1111 and mail ann.lee@corp.example.org, "
+        "key sk-proj-abc123DEF456ghi789JKL012, plain words after it. 5555555555554444"
+    )
     bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
     pieces = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     rules = [CARD, EMAIL, SECRET]
@@ -96,8 +99,10 @@ def test_any_chunking_gives_the_text_masked_as_a_whole_in_order(cuts):
 
 
 @settings(max_examples=200, deadline=None)
-@given(text=st.text(alphabet=st.sampled_from("ab14@. -:\nk"), max_size=200),
-       cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=20))
+@given(
+    text=st.text(alphabet=st.sampled_from("ab14@. -:\nk"), max_size=200),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=20),
+)
 def test_random_text_in_random_chunks_comes_out_as_if_masked_whole(text, cuts):
     rules = [CARD, EMAIL, rule("ip"), rule("phone")]
     bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
@@ -139,8 +144,13 @@ def test_a_word_list_is_matched_across_chunks():
 
 def _chat_chunk(index, content=None, finish=None):
     delta = {} if content is None else {"content": content}
-    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+    }
 
 
 def test_chunks_are_masked_in_place_and_the_tail_rides_on_the_finish_chunk():
@@ -170,11 +180,17 @@ def test_each_choice_is_masked_on_its_own_and_leftovers_come_as_extra_chunks():
 
 def test_completion_chunks_mask_their_text():
     masker = ChunkMasker([EMAIL], chat=False)
-    chunk = {"id": "x", "object": "text_completion",
-             "choices": [{"index": 0, "text": "to a@b.io", "finish_reason": None}]}
+    chunk = {
+        "id": "x",
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": "to a@b.io", "finish_reason": None}],
+    }
     masker.filter_chunk(chunk)
-    end = {"id": "x", "object": "text_completion",
-           "choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}
+    end = {
+        "id": "x",
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": "", "finish_reason": "stop"}],
+    }
     masker.filter_chunk(end)
     assert chunk["choices"][0]["text"] + end["choices"][0]["text"] == "to [REDACTED:EMAIL]"
 

@@ -31,11 +31,26 @@ def access_lines():
 
 
 def record(**fields):
-    values = dict(created_at=datetime.now(UTC), request_id="req_abc", tenant_id=1, api_key_id=2,
-                  key_prefix="lp-AbCdEfGh", endpoint="chat", model="smart", status=200, stream=False,
-                  provider="primary", upstream_model="gpt-4o-mini", input_tokens=12, output_tokens=34,
-                  tokens_estimated=False, cost=Decimal("0.000080"), latency_ms=250.456, ttfb_ms=80.0,
-                  attempts=[{"route": 3, "status": 503}, {"route": 4, "status": 200}])
+    values = dict(
+        created_at=datetime.now(UTC),
+        request_id="req_abc",
+        tenant_id=1,
+        api_key_id=2,
+        key_prefix="lp-AbCdEfGh",
+        endpoint="chat",
+        model="smart",
+        status=200,
+        stream=False,
+        provider="primary",
+        upstream_model="gpt-4o-mini",
+        input_tokens=12,
+        output_tokens=34,
+        tokens_estimated=False,
+        cost=Decimal("0.000080"),
+        latency_ms=250.456,
+        ttfb_ms=80.0,
+        attempts=[{"route": 3, "status": 503}, {"route": 4, "status": 200}],
+    )
     values.update(fields)
     return UsageRecord(**values)
 
@@ -72,12 +87,23 @@ def test_a_proxied_request_is_one_json_line_with_who_what_and_how_it_went(access
 
 
 def test_a_failed_request_names_the_last_route_tried_and_its_error(access_lines):
-    log_request(record(status=502, error_type="upstream_error", ttfb_ms=None,
-                       attempts=[{"route": 3, "status": 503}, {"route": 5, "status": 0}]), tenant="acme")
+    log_request(
+        record(
+            status=502,
+            error_type="upstream_error",
+            ttfb_ms=None,
+            attempts=[{"route": 3, "status": 503}, {"route": 5, "status": 0}],
+        ),
+        tenant="acme",
+    )
 
     [line] = access_lines()
     assert (line["status"], line["error_type"], line["route_id"], line["ttfb_ms"]) == (
-        502, "upstream_error", 5, None)
+        502,
+        "upstream_error",
+        5,
+        None,
+    )
 
 
 def test_a_request_refused_before_any_route_has_no_route(access_lines):
@@ -130,8 +156,9 @@ logging.getLogger("django.request").warning("Not Found: %s", "/nowhere", extra={
 def run_django(**env):
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "DEBUG", "PYTEST"))}
     environment.update({"DJANGO_SETTINGS_MODULE": "llmproxy.settings_test", **env})
-    return subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=environment, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_djangos_own_logs_are_json_by_default():
@@ -140,7 +167,11 @@ def test_djangos_own_logs_are_json_by_default():
     assert result.returncode == 0, result.stderr
     [line] = [orjson.loads(line) for line in result.stderr.splitlines()]
     assert (line["logger"], line["level"], line["message"], line["status_code"]) == (
-        "django.request", "WARNING", "Not Found: /nowhere", 404)
+        "django.request",
+        "WARNING",
+        "Not Found: /nowhere",
+        404,
+    )
 
 
 def test_log_format_plain_gives_plain_lines_and_so_does_debug():

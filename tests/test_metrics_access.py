@@ -88,18 +88,22 @@ def test_an_unparseable_client_address_is_refused(client):
 def settings_of(**env):
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("LLMPROXY_METRICS", "PYTEST"))}
     environment.update({"DJANGO_SETTINGS_MODULE": "llmproxy.settings_test", **env})
-    code = ("from django.conf import settings as s; "
-            "print([str(n) for n in s.LLMPROXY_METRICS_ALLOWED_NETWORKS], bool(s.LLMPROXY_METRICS_TOKEN))")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True,
-                          text=True, timeout=60)
+    code = (
+        "from django.conf import settings as s; "
+        "print([str(n) for n in s.LLMPROXY_METRICS_ALLOWED_NETWORKS], bool(s.LLMPROXY_METRICS_TOKEN))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_the_settings_read_networks_and_a_token_file(tmp_path):
     token = tmp_path / "token"
     token.write_text("from-a-file\n")
 
-    result = settings_of(LLMPROXY_METRICS_ALLOWED_NETWORKS="10.0.0.0/8, 192.168.0.1",
-                         LLMPROXY_METRICS_TOKEN_FILE=str(token))
+    result = settings_of(
+        LLMPROXY_METRICS_ALLOWED_NETWORKS="10.0.0.0/8, 192.168.0.1", LLMPROXY_METRICS_TOKEN_FILE=str(token)
+    )
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['10.0.0.0/8', '192.168.0.1/32'] True"

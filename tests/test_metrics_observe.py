@@ -21,8 +21,15 @@ def attempt(model, provider, status, **fields):
     return {"route": 1, "provider": provider, "model": model, "status": status, "latency_ms": 5.0, **fields}
 
 
-NOTHING_SENT = dict(provider="", upstream_model="", input_tokens=0, output_tokens=0, cost=Decimal(0),
-                    attempts=[], ttfb_ms=None)
+NOTHING_SENT = dict(
+    provider="",
+    upstream_model="",
+    input_tokens=0,
+    output_tokens=0,
+    cost=Decimal(0),
+    attempts=[],
+    ttfb_ms=None,
+)
 
 
 def value(name, **labels):
@@ -30,12 +37,34 @@ def value(name, **labels):
 
 
 def record(model, **fields):
-    values = dict(created_at=datetime.now(UTC), request_id="req_1", tenant_id=1, api_key_id=2,
-                  key_prefix="lp-AbCdEfGh", endpoint="chat", model=model, status=200, provider="primary",
-                  upstream_model="gpt-4o-mini", input_tokens=10, output_tokens=20, cost=Decimal("0.25"),
-                  latency_ms=1200.0, ttfb_ms=300.0,
-                  attempts=[{"route": 1, "provider": "primary", "model": model, "status": 200,
-                             "latency_ms": 250.0, "backoff_ms": 0.0, "breaker": "closed"}])
+    values = dict(
+        created_at=datetime.now(UTC),
+        request_id="req_1",
+        tenant_id=1,
+        api_key_id=2,
+        key_prefix="lp-AbCdEfGh",
+        endpoint="chat",
+        model=model,
+        status=200,
+        provider="primary",
+        upstream_model="gpt-4o-mini",
+        input_tokens=10,
+        output_tokens=20,
+        cost=Decimal("0.25"),
+        latency_ms=1200.0,
+        ttfb_ms=300.0,
+        attempts=[
+            {
+                "route": 1,
+                "provider": "primary",
+                "model": model,
+                "status": 200,
+                "latency_ms": 250.0,
+                "backoff_ms": 0.0,
+                "breaker": "closed",
+            }
+        ],
+    )
     values.update(fields)
     return UsageRecord(**values)
 
@@ -86,8 +115,16 @@ def test_a_route_skipped_by_its_open_breaker_is_no_retry_and_no_upstream_error(m
 
 
 def test_cache_hits_and_misses_are_counted_and_a_hit_costs_nothing(model):
-    hit = record(model, provider="cache", cache_hit=True, upstream_model="", input_tokens=0, output_tokens=0,
-                 cost=Decimal(0), attempts=[])
+    hit = record(
+        model,
+        provider="cache",
+        cache_hit=True,
+        upstream_model="",
+        input_tokens=0,
+        output_tokens=0,
+        cost=Decimal(0),
+        attempts=[],
+    )
     metrics.observe_request(hit, tenant="acme")
     metrics.observe_request(record(model), tenant="acme", cache_missed=True)
     metrics.observe_request(record(model), tenant="acme")  # the cache was not asked

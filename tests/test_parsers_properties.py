@@ -15,14 +15,36 @@ from llmproxy.gateway.response_cache import _DEFAULTS, _DELIVERY_ONLY, cache_key
 from llmproxy.gateway.validation import VALIDATORS, decode_json
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) \
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
-FIELDS = ["model", "messages", "prompt", "input", "stream", "max_tokens", "max_completion_tokens", "n",
-          "temperature", "stream_options", "tools", "stop", "role", "content"]
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+FIELDS = [
+    "model",
+    "messages",
+    "prompt",
+    "input",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "temperature",
+    "stream_options",
+    "tools",
+    "stop",
+    "role",
+    "content",
+]
 request_like = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), json_values, max_size=8)
-key_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=80)
+key_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=80)
 header_bytes = st.binary(max_size=200)
 
 
@@ -69,8 +91,11 @@ def test_any_bytes_decode_to_an_object_or_a_400(body):
 TENANT = SimpleNamespace(id=7, cache_generation=3)
 
 
-@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6), st.text(min_size=1, max_size=20),
-       st.randoms(use_true_random=False))
+@given(
+    st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+    st.text(min_size=1, max_size=20),
+    st.randoms(use_true_random=False),
+)
 def test_the_cache_key_ignores_field_order_delivery_fields_and_spelled_out_defaults(body, model, rng):
     shuffled = dict(rng.sample(list(body.items()), len(body)))
     shuffled.update({"stream": True, "user": "someone", "stream_options": {"include_usage": True}})
@@ -81,8 +106,11 @@ def test_the_cache_key_ignores_field_order_delivery_fields_and_spelled_out_defau
     assert cache_key(TENANT, "chat", model, plain) == cache_key(TENANT, "chat", model, shuffled)
 
 
-@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6), st.text(min_size=1, max_size=20),
-       st.text(min_size=1, max_size=20))
+@given(
+    st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+    st.text(min_size=1, max_size=20),
+    st.text(min_size=1, max_size=20),
+)
 def test_the_cache_key_tells_models_endpoints_and_tenants_apart(body, model, other):
     assume(model != other)
     key = cache_key(TENANT, "chat", model, body)

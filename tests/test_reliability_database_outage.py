@@ -124,8 +124,12 @@ def proxy_with_outage(request, django_db_blocker, mock_upstream, outage, tmp_pat
     spool_env = getattr(request, "param", {})
     with django_db_blocker.unblock():
         process, base = servers.start_daphne(
-            ARTIFACTS / "logs", name="daphne-db-outage", DATABASE_URL=outage.database_url,
-            LLMPROXY_VAR_DIR=tmp_path, LLMPROXY_CONFIG_TTL_SECONDS=600, **spool_env,
+            ARTIFACTS / "logs",
+            name="daphne-db-outage",
+            DATABASE_URL=outage.database_url,
+            LLMPROXY_VAR_DIR=tmp_path,
+            LLMPROXY_CONFIG_TTL_SECONDS=600,
+            **spool_env,
         )
     process.base_url = base
     process.spool = tmp_path / "spool"
@@ -134,8 +138,12 @@ def proxy_with_outage(request, django_db_blocker, mock_upstream, outage, tmp_pat
 
 
 def send(base, plain, model, *, stream):
-    response = httpx.post(f"{base}/v1/chat/completions", headers={"authorization": f"Bearer {plain}"},
-                          json={"model": model, "messages": HELLO, "stream": stream}, timeout=30)
+    response = httpx.post(
+        f"{base}/v1/chat/completions",
+        headers={"authorization": f"Bearer {plain}"},
+        json={"model": model, "messages": HELLO, "stream": stream},
+        timeout=30,
+    )
     return response.status_code, response.headers["x-request-id"]
 
 
@@ -151,7 +159,8 @@ def rows_for(model, expected, timeout):
 
 
 def test_every_request_served_while_the_database_is_away_is_logged_once_it_returns(
-        proxy_with_outage, outage, acme, mock_upstream, unique_model):
+    proxy_with_outage, outage, acme, mock_upstream, unique_model
+):
     make_route(acme, unique_model, f"{mock_upstream}/v1")
     _, plain = make_key(acme)
     base = proxy_with_outage.base_url
@@ -181,7 +190,8 @@ REFUSE = {"LLMPROXY_USAGE_SPOOL_FULL_POLICY": "refuse", "LLMPROXY_USAGE_SPOOL_MA
 
 @pytest.mark.parametrize("proxy_with_outage", [REFUSE], indirect=True)
 def test_a_full_spool_under_the_refuse_policy_answers_503_until_the_database_returns(
-        proxy_with_outage, outage, acme, mock_upstream, unique_model):
+    proxy_with_outage, outage, acme, mock_upstream, unique_model
+):
     make_route(acme, unique_model, f"{mock_upstream}/v1")
     _, plain = make_key(acme)
     base = proxy_with_outage.base_url
@@ -190,8 +200,12 @@ def test_a_full_spool_under_the_refuse_policy_answers_503_until_the_database_ret
     try:
         served.append(send(base, plain, unique_model, stream=False))
         time.sleep(outage.settle_seconds)  # its record neither written nor spooled: the proxy stops accepting
-        refused = httpx.post(f"{base}/v1/chat/completions", headers={"authorization": f"Bearer {plain}"},
-                             json={"model": unique_model, "messages": HELLO}, timeout=30)
+        refused = httpx.post(
+            f"{base}/v1/chat/completions",
+            headers={"authorization": f"Bearer {plain}"},
+            json={"model": unique_model, "messages": HELLO},
+            timeout=30,
+        )
         assert refused.status_code == 503
         assert refused.json()["error"]["message"]
     finally:

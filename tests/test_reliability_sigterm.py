@@ -21,17 +21,21 @@ SLOW_STREAM = "mock-1?chunks=200&chunk_delay_ms=100"
 @pytest.fixture
 def daphne(django_db_blocker, mock_upstream, tmp_path):
     with django_db_blocker.unblock():
-        process, base = servers.start_daphne(ARTIFACTS / "logs", name="daphne-sigterm",
-                                             LLMPROXY_VAR_DIR=tmp_path)
+        process, base = servers.start_daphne(
+            ARTIFACTS / "logs", name="daphne-sigterm", LLMPROXY_VAR_DIR=tmp_path
+        )
     process.base_url = base
     yield process
     process.stop()
 
 
 def stream_request(base, plain, model):
-    return {"url": f"{base}/v1/chat/completions", "headers": {"authorization": f"Bearer {plain}"},
-            "json": {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-            "timeout": 30}
+    return {
+        "url": f"{base}/v1/chat/completions",
+        "headers": {"authorization": f"Bearer {plain}"},
+        "json": {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        "timeout": 30,
+    }
 
 
 def open_stream(base, plain, model, started, ids):
@@ -51,8 +55,10 @@ def test_streams_cut_by_sigterm_are_each_logged_as_client_closed(daphne, acme, m
     make_route(acme, unique_model, f"{mock_upstream}/v1", upstream_model=SLOW_STREAM)
     _, plain = make_key(acme)
     started, ids = threading.Semaphore(0), []
-    threads = [threading.Thread(target=open_stream, args=(daphne.base_url, plain, unique_model, started, ids))
-               for _ in range(STREAMS)]
+    threads = [
+        threading.Thread(target=open_stream, args=(daphne.base_url, plain, unique_model, started, ids))
+        for _ in range(STREAMS)
+    ]
     for thread in threads:
         thread.start()
     for _ in range(STREAMS):

@@ -20,7 +20,8 @@ def redis_server():
 
 
 def test_two_proxies_under_a_mixed_load_log_every_request_and_fail_only_where_the_upstream_did(
-        django_db_blocker, redis_server, tmp_path):
+    django_db_blocker, redis_server, tmp_path
+):
     with django_db_blocker.unblock():
         env = servers.proxy_env(REDIS_URL=redis_server.url, LLMPROXY_VAR_DIR=tmp_path, LOG_LEVEL="WARNING")
         report = soak.run(env, ARTIFACTS / "logs", duration=DURATION, concurrency=6)

@@ -20,9 +20,18 @@ from tests.gateway_helpers import make_key
 
 def record(tenant, key=None, n=0, **fields):
     return UsageRecord(
-        created_at=datetime.now(UTC), request_id=f"req-{n}", tenant_id=tenant.id,
-        api_key_id=key.id if key else None, key_prefix=key.prefix if key else "", endpoint="chat",
-        model="m", status=200, input_tokens=3, output_tokens=4, cost=Decimal("0.000123"), **fields,
+        created_at=datetime.now(UTC),
+        request_id=f"req-{n}",
+        tenant_id=tenant.id,
+        api_key_id=key.id if key else None,
+        key_prefix=key.prefix if key else "",
+        endpoint="chat",
+        model="m",
+        status=200,
+        input_tokens=3,
+        output_tokens=4,
+        cost=Decimal("0.000123"),
+        **fields,
     )
 
 
@@ -52,10 +61,26 @@ def database_away(monkeypatch):
 
 
 def test_a_record_survives_the_round_trip_through_json(acme):
-    hit = Hit(guardrail_id=1, tenant_id=acme.id, rule="r", detector="email", action="mask", shadow=False,
-              direction="request", request_id="req-0", key_prefix="sk-x", at=datetime.now(UTC))
-    original = record(acme, n=0, attempts=[{"status": 502, "upstream_model": "a"}], guardrail_hits=[hit],
-                      ttfb_ms=1.5, prompt="hello")
+    hit = Hit(
+        guardrail_id=1,
+        tenant_id=acme.id,
+        rule="r",
+        detector="email",
+        action="mask",
+        shadow=False,
+        direction="request",
+        request_id="req-0",
+        key_prefix="sk-x",
+        at=datetime.now(UTC),
+    )
+    original = record(
+        acme,
+        n=0,
+        attempts=[{"status": 502, "upstream_model": "a"}],
+        guardrail_hits=[hit],
+        ttfb_ms=1.5,
+        prompt="hello",
+    )
     assert decode(encode(original)) == original
 
 
@@ -81,7 +106,8 @@ def test_records_of_a_failed_write_are_written_once_when_the_database_returns(re
 
 @pytest.mark.django_db(transaction=True)
 def test_a_full_spool_under_the_drop_policy_drops_the_oldest_and_counts_them(
-        recorder, database_away, settings, acme):
+    recorder, database_away, settings, acme
+):
     one_batch = len(encode(record(acme, n=0))) + 1
     settings.LLMPROXY_USAGE_SPOOL_MAX_BYTES = one_batch * 2 + 10
     for n in range(4):
@@ -99,7 +125,8 @@ def test_a_full_spool_under_the_drop_policy_drops_the_oldest_and_counts_them(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_full_spool_under_the_refuse_policy_stops_accepting_until_it_drains(
-        recorder, database_away, settings, monkeypatch, acme):
+    recorder, database_away, settings, monkeypatch, acme
+):
     settings.LLMPROXY_USAGE_SPOOL_FULL_POLICY = "refuse"
     settings.LLMPROXY_USAGE_SPOOL_MAX_BYTES = len(encode(record(acme, n=0))) + 1
     monkeypatch.setattr(usage, "recorder", recorder)
@@ -147,12 +174,19 @@ def test_the_spool_of_a_live_process_is_left_alone(recorder, database_away, acme
     os.close(recorder.spool._lock_fd)
     alive = recorder.spool.root / "999999998"
     (recorder.spool.root / str(recorder.spool._pid)).rename(alive)
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import fcntl, os, time
-        fcntl.flock(os.open({str(alive / '.lock')!r}, os.O_RDWR), fcntl.LOCK_EX)
+        fcntl.flock(os.open({str(alive / ".lock")!r}, os.O_RDWR), fcntl.LOCK_EX)
         print("locked", flush=True)
         time.sleep(30)
-    """)], stdout=subprocess.PIPE)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert holder.stdout.readline() == b"locked\n"
         other = Spool(root=recorder.spool.root)

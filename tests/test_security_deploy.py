@@ -34,29 +34,41 @@ PRODUCTION_ENV = {
 
 def manage(*args, env):
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=servers.ROOT, capture_output=True,
-                          text=True, env={**base, "DJANGO_SETTINGS_MODULE": "llmproxy.settings", **env},
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=servers.ROOT,
+        capture_output=True,
+        text=True,
+        env={**base, "DJANGO_SETTINGS_MODULE": "llmproxy.settings", **env},
+        timeout=120,
+    )
 
 
 def test_the_deployment_check_passes_without_a_warning_on_production_settings(tmp_path):
-    result = manage("check", "--deploy", "--fail-level", "WARNING", env={**PRODUCTION_ENV,
-                                                                           "LLMPROXY_VAR_DIR": str(tmp_path)})
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={**PRODUCTION_ENV, "LLMPROXY_VAR_DIR": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
 
 
 def test_the_deployment_check_fails_on_development_settings(tmp_path):
-    result = manage("check", "--deploy", "--fail-level", "WARNING", env={"DEBUG": "1",
-                                                                           "LLMPROXY_VAR_DIR": str(tmp_path)})
+    result = manage(
+        "check", "--deploy", "--fail-level", "WARNING", env={"DEBUG": "1", "LLMPROXY_VAR_DIR": str(tmp_path)}
+    )
     assert result.returncode != 0
     assert "security.W018" in result.stderr  # DEBUG on
 
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_no_key_or_provider_credential_appears_in_the_server_log(django_db_blocker, mock_upstream, acme,
-                                                               unique_model, tmp_path):
+def test_no_key_or_provider_credential_appears_in_the_server_log(
+    django_db_blocker, mock_upstream, acme, unique_model, tmp_path
+):
     credential = f"sk-upstream-{secrets.token_hex(16)}"
     provider, _ = make_route(acme, unique_model, f"{mock_upstream}/v1")
     provider.set_api_key(credential)
@@ -64,8 +76,12 @@ def test_no_key_or_provider_credential_appears_in_the_server_log(django_db_block
     _, plain = make_key(acme)
     secret = plain.split("-", 2)[2]
     with django_db_blocker.unblock():
-        process, base = servers.start_daphne(ARTIFACTS / "logs", name="daphne-secrets",
-                                             LLMPROXY_VAR_DIR=tmp_path, LLMPROXY_TEST_UPSTREAM_KEY=credential)
+        process, base = servers.start_daphne(
+            ARTIFACTS / "logs",
+            name="daphne-secrets",
+            LLMPROXY_VAR_DIR=tmp_path,
+            LLMPROXY_TEST_UPSTREAM_KEY=credential,
+        )
     try:
         body = {"model": unique_model, "messages": [{"role": "user", "content": "hi"}]}
         chat, bearer = f"{base}/v1/chat/completions", {"authorization": f"Bearer {plain}"}

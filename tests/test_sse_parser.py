@@ -6,9 +6,14 @@ from hypothesis import strategies as st
 from llmproxy.gateway.sse import SSEParser, frame
 
 # Data without line breaks (a line break inside data is two data: lines, tested below).
-data_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=40)
-events = st.lists(st.tuples(st.sampled_from(["", "message_start", "content_block_delta"]), data_text),
-                  min_size=1, max_size=8)
+data_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=40
+)
+events = st.lists(
+    st.tuples(st.sampled_from(["", "message_start", "content_block_delta"]), data_text),
+    min_size=1,
+    max_size=8,
+)
 
 
 def encode(items, newline):
@@ -21,7 +26,11 @@ def encode(items, newline):
 
 
 @settings(max_examples=300)
-@given(items=events, newline=st.sampled_from(["\n", "\r\n", "\r"]), cuts=st.lists(st.integers(0, 2000), max_size=8))
+@given(
+    items=events,
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+    cuts=st.lists(st.integers(0, 2000), max_size=8),
+)
 def test_any_split_of_any_framing_parses_to_the_same_events(items, newline, cuts):
     raw = encode(items, newline)
     parser = SSEParser()

@@ -30,19 +30,51 @@ def spans():
 
 
 def route(kind="openai", upstream_model="gpt-4o-mini", base_url="https://api.example.test/v1"):
-    provider = ProviderTarget(id=7, name="primary", kind=kind, base_url=base_url, api_key_env="",
-                              encrypted_api_key="", api_version="", extra_headers={}, timeout=30.0,
-                              connect_timeout=5.0, options={})
-    return RouteTarget(id=11, model="smart", upstream_model=upstream_model, priority=0, weight=1,
-                       input_price=Decimal(1), output_price=Decimal(2), provider=provider)
+    provider = ProviderTarget(
+        id=7,
+        name="primary",
+        kind=kind,
+        base_url=base_url,
+        api_key_env="",
+        encrypted_api_key="",
+        api_version="",
+        extra_headers={},
+        timeout=30.0,
+        connect_timeout=5.0,
+        options={},
+    )
+    return RouteTarget(
+        id=11,
+        model="smart",
+        upstream_model=upstream_model,
+        priority=0,
+        weight=1,
+        input_price=Decimal(1),
+        output_price=Decimal(2),
+        provider=provider,
+    )
 
 
 def usage(**fields):
-    values = dict(created_at=datetime.now(UTC), request_id="req_1", tenant_id=1, api_key_id=2,
-                  key_prefix="lp-AbCdEfGh", endpoint="chat", model="smart", status=200, stream=True,
-                  provider="primary", upstream_model="gpt-4o-mini", input_tokens=12, output_tokens=34,
-                  cost=Decimal("0.00008"), latency_ms=250.0, ttfb_ms=80.0,
-                  attempts=[{"route": 11, "status": 503}, {"route": 11, "status": 200}])
+    values = dict(
+        created_at=datetime.now(UTC),
+        request_id="req_1",
+        tenant_id=1,
+        api_key_id=2,
+        key_prefix="lp-AbCdEfGh",
+        endpoint="chat",
+        model="smart",
+        status=200,
+        stream=True,
+        provider="primary",
+        upstream_model="gpt-4o-mini",
+        input_tokens=12,
+        output_tokens=34,
+        cost=Decimal("0.00008"),
+        latency_ms=250.0,
+        ttfb_ms=80.0,
+        attempts=[{"route": 11, "status": 503}, {"route": 11, "status": 200}],
+    )
     values.update(fields)
     return UsageRecord(**values)
 
@@ -77,8 +109,14 @@ def test_a_streamed_request_with_one_retry_is_one_trace_continuing_the_clients(s
 
     finished = spans.get_finished_spans()
     names = [s.name for s in finished]
-    assert names == ["llmproxy.key_lookup", "llmproxy.quota", "chat gpt-4o-mini", "chat gpt-4o-mini",
-                     "llmproxy.stream", "POST /v1/chat/completions"]
+    assert names == [
+        "llmproxy.key_lookup",
+        "llmproxy.quota",
+        "chat gpt-4o-mini",
+        "chat gpt-4o-mini",
+        "llmproxy.stream",
+        "POST /v1/chat/completions",
+    ]
     server = finished[-1]
     assert server.kind == SpanKind.SERVER
     assert format(server.context.trace_id, "032x") == CLIENT_TRACE
@@ -127,12 +165,19 @@ def test_each_upstream_attempt_is_a_client_span_and_the_failed_one_says_why(span
         "server.address": "api.example.test",
         "server.port": 443,
     }
-    assert dict(failed.attributes) == {**common, "llmproxy.try": 1, "http.response.status_code": 503,
-                                       "error.type": "503"}
+    assert dict(failed.attributes) == {
+        **common,
+        "llmproxy.try": 1,
+        "http.response.status_code": 503,
+        "error.type": "503",
+    }
     assert failed.status.status_code == StatusCode.ERROR
-    assert dict(answered.attributes) == {**common, "llmproxy.try": 2,
-                                         "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
-                                         "gen_ai.response.id": "chatcmpl-9"}
+    assert dict(answered.attributes) == {
+        **common,
+        "llmproxy.try": 2,
+        "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+        "gen_ai.response.id": "chatcmpl-9",
+    }
     assert answered.status.status_code == StatusCode.UNSET
 
 
@@ -228,8 +273,13 @@ def test_when_off_an_error_still_reaches_the_caller():
 
 @pytest.fixture
 def otel_env(monkeypatch):
-    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER",
-                 "OTEL_SDK_DISABLED", "LLMPROXY_TRACES_FILE"):
+    for name in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_SDK_DISABLED",
+        "LLMPROXY_TRACES_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -270,10 +320,13 @@ def test_the_file_exporter_appends_one_json_span_per_line(otel_env, tmp_path):
     assert lines[0]["context"]["trace_id"] == lines[1]["context"]["trace_id"]
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"OTEL_TRACES_EXPORTER": "file"}, "LLMPROXY_TRACES_FILE"),
-    ({"OTEL_TRACES_EXPORTER": "zipkin"}, "use otlp, console, file or none"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"OTEL_TRACES_EXPORTER": "file"}, "LLMPROXY_TRACES_FILE"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "use otlp, console, file or none"),
+    ],
+)
 def test_a_wrong_exporter_setting_stops_the_start_with_a_clear_message(otel_env, env, message):
     for name, value in env.items():
         otel_env.setenv(name, value)

@@ -47,9 +47,13 @@ class GatewayConsumer(AsyncHttpConsumer):
         try:
             body = await self._read_body(receive)
         except BodyTooLarge:
-            await self.send_error(GatewayError(
-                413, f"Request body is larger than {settings.LLMPROXY_MAX_BODY_BYTES} bytes.",
-                code="request_too_large"))
+            await self.send_error(
+                GatewayError(
+                    413,
+                    f"Request body is larger than {settings.LLMPROXY_MAX_BODY_BYTES} bytes.",
+                    code="request_too_large",
+                )
+            )
             return
         except _ClientGone:
             return
@@ -108,8 +112,9 @@ class GatewayConsumer(AsyncHttpConsumer):
     async def _handle_safely(self, body):
         try:
             if self.scope.get("method") not in self.methods:
-                raise GatewayError(405, f"Method {self.scope.get('method')} is not allowed here.",
-                                   code="method_not_allowed")
+                raise GatewayError(
+                    405, f"Method {self.scope.get('method')} is not allowed here.", code="method_not_allowed"
+                )
             await self.handle(body)
         except GatewayError as exc:
             if not self.response_started:

@@ -32,8 +32,17 @@ from providers.translate.common import TranslationError
 from quotas.tokens import count_request_input
 
 NATIVE = "anthropic"
-_ERROR_TYPES = {"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
-                "request_too_large", "rate_limit_error", "api_error", "overloaded_error", "timeout_error"}
+_ERROR_TYPES = {
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "overloaded_error",
+    "timeout_error",
+}
 
 
 def _is_int(value):
@@ -60,10 +69,13 @@ def validate_request(body: dict, *, counting=False):
             raise bad_request(f"messages.{i}.role: Input should be 'user' or 'assistant'", param="messages")
         content = message.get("content")
         blocks_ok = isinstance(content, list) and all(
-            isinstance(block, dict) and isinstance(block.get("type"), str) for block in content)
+            isinstance(block, dict) and isinstance(block.get("type"), str) for block in content
+        )
         if not isinstance(content, str) and not blocks_ok:
-            raise bad_request(f"messages.{i}.content: Input should be a string or a list of content blocks",
-                              param="messages")
+            raise bad_request(
+                f"messages.{i}.content: Input should be a string or a list of content blocks",
+                param="messages",
+            )
     system = body.get("system")
     if system is not None and not isinstance(system, (str, list)):
         raise bad_request("system: Input should be a string or a list of text blocks", param="system")
@@ -106,7 +118,8 @@ def _frame(event: dict) -> bytes:
 
 
 class MessagesConsumer(ProxyConsumer):
-    # Anthropic's surface keeps its own wire format end to end; the response cache serves the OpenAI endpoints.
+    # Anthropic's surface keeps its own wire format end to end;
+    # the response cache serves the OpenAI endpoints.
     response_cache = False
     # Quotas, metering and OpenAI-speaking routes all see the chat translation.
     endpoint = "chat"
@@ -126,11 +139,16 @@ class MessagesConsumer(ProxyConsumer):
 
     async def call_upstream(self, targets, upstream_body, stream):
         # The quota may have cut max_tokens in the translation; the passed-through request must say the same.
-        native = NativeRequest({**self.native, "max_tokens": upstream_body["max_tokens"]},
-                               beta=client_beta(self.request_headers))
-        return await call(targets, self.endpoint, stream=stream,
-                          body_for=lambda target: native if target.provider.kind == NATIVE else upstream_body,
-                          model_allowed=self.key_record.allows_model)
+        native = NativeRequest(
+            {**self.native, "max_tokens": upstream_body["max_tokens"]}, beta=client_beta(self.request_headers)
+        )
+        return await call(
+            targets,
+            self.endpoint,
+            stream=stream,
+            body_for=lambda target: native if target.provider.kind == NATIVE else upstream_body,
+            model_allowed=self.key_record.allows_model,
+        )
 
     async def _relay_answer(self, result, state, model):
         answer = result.answer
@@ -140,8 +158,9 @@ class MessagesConsumer(ProxyConsumer):
         else:
             state.meter.observe_answer(answer)
             input_tokens, output_tokens = state.meter.finish()
-            message = openai_to_anthropic.message(answer, model=model, input_tokens=input_tokens,
-                                                  output_tokens=output_tokens)
+            message = openai_to_anthropic.message(
+                answer, model=model, input_tokens=input_tokens, output_tokens=output_tokens
+            )
         state.status = 200
         state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
         await self.send_json(200, orjson.dumps(message), self.ratelimit_headers, result.upstream_ms)
@@ -165,8 +184,10 @@ class MessagesConsumer(ProxyConsumer):
                 if budget is not None and state.meter.streamed_output_tokens > budget:
                     # An upstream that ignores max_tokens must not overspend the budget.
                     state.error_type = "quota_exceeded"
-                    cut = _error_event("rate_limit_error", "Quota exceeded: the answer reached the remaining "
-                                                           "token budget and was cut off.")
+                    cut = _error_event(
+                        "rate_limit_error",
+                        "Quota exceeded: the answer reached the remaining token budget and was cut off.",
+                    )
                     await send({"type": "http.response.body", "body": cut, "more_body": False})
                     return
                 try:
@@ -178,8 +199,13 @@ class MessagesConsumer(ProxyConsumer):
         except UpstreamError as exc:
             # Anthropic's own way to end a broken stream: an error event, never a message_stop.
             state.error_type = "upstream_stream_error"
-            await send({"type": "http.response.body", "body": _error_event(exc.kind, exc.message),
-                        "more_body": False})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": _error_event(exc.kind, exc.message),
+                    "more_body": False,
+                }
+            )
         finally:
             await result.chunks.aclose()
 
@@ -235,12 +261,17 @@ class CountTokensConsumer(AuthenticatedConsumer):
         validate_request(native, counting=True)
         model = native["model"]
         if not key.allows_model(model):
-            raise GatewayError(403, f"This API key may not use the model '{model}'.", param="model",
-                               code="model_not_allowed")
+            raise GatewayError(
+                403, f"This API key may not use the model '{model}'.", param="model", code="model_not_allowed"
+            )
         targets = await routing_table.routes_for(key.tenant.id, model)
         if not targets:
-            raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.",
-                               param="model", code="model_not_found")
+            raise GatewayError(
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
         chat = chat_translation(native)
         target = targets[0]  # the first route in priority order
         count = None

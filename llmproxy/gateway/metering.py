@@ -6,8 +6,17 @@ from quotas.tokens import count_request_input, count_text
 class Meter:
     """Follows one answer (plain or streamed) and tells its input and output tokens."""
 
-    __slots__ = ("endpoint", "body", "input_tokens", "output_tokens", "estimated", "_parts", "_usage_seen",
-                 "_count_live", "streamed_output_tokens")
+    __slots__ = (
+        "endpoint",
+        "body",
+        "input_tokens",
+        "output_tokens",
+        "estimated",
+        "_parts",
+        "_usage_seen",
+        "_count_live",
+        "streamed_output_tokens",
+    )
 
     def __init__(self, endpoint: str, body: dict):
         self.endpoint = endpoint

@@ -32,5 +32,9 @@ class ModelDetailConsumer(ModelsConsumer):
         if key.allows_model(model_id) and await routing_table.routes_for(key.tenant.id, model_id):
             await self.send_json(200, orjson.dumps(_model_object(model_id)))
             return
-        raise GatewayError(404, f"The model '{model_id}' does not exist or you do not have access to it.",
-                           param="model", code="model_not_found")
+        raise GatewayError(
+            404,
+            f"The model '{model_id}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )

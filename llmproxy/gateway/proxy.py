@@ -1,12 +1,12 @@
 """The request path of the proxied endpoints: key, body, model, quota, route, answer, record.
 
-    1. keys:      the key from the per-process cache (keys.lookup)
-    2. body:      decoded and checked (validation)
-    3. model:     allowed for this key and tenant (403), routed for this tenant (404)
-    4. quotas:    one atomic reservation for every applicable limit (429)
-    5. providers: routes tried in order with fallback (providers.router)
-    6. answer:    a plain JSON body, or SSE chunks forwarded as they arrive
-    7. account:   the reservation settled, one usage record buffered, metrics counted
+1. keys:      the key from the per-process cache (keys.lookup)
+2. body:      decoded and checked (validation)
+3. model:     allowed for this key and tenant (403), routed for this tenant (404)
+4. quotas:    one atomic reservation for every applicable limit (429)
+5. providers: routes tried in order with fallback (providers.router)
+6. answer:    a plain JSON body, or SSE chunks forwarded as they arrive
+7. account:   the reservation settled, one usage record buffered, metrics counted
 """
 
 import asyncio
@@ -58,8 +58,24 @@ def key_from_headers(headers: dict) -> str | None:
 class RequestState:
     """What one request did, for the usage record and the metrics."""
 
-    __slots__ = ("key", "model", "status", "stream", "target", "meter", "error_type", "attempts", "ttfb_ms",
-                 "reservation", "cache_hit", "output_budget", "cache_key", "cache_lock", "cache_ttl", "guard")
+    __slots__ = (
+        "key",
+        "model",
+        "status",
+        "stream",
+        "target",
+        "meter",
+        "error_type",
+        "attempts",
+        "ttfb_ms",
+        "reservation",
+        "cache_hit",
+        "output_budget",
+        "cache_key",
+        "cache_lock",
+        "cache_ttl",
+        "guard",
+    )
 
     def __init__(self):
         self.key: KeyRecord | None = None
@@ -86,8 +102,12 @@ class AuthenticatedConsumer(GatewayConsumer):
         ip = client[0] if client else ""
         wait = auth_throttle.retry_after(ip)
         if wait is not None:
-            raise GatewayError(429, "Too many failed authentications from this address; try again later.",
-                               code="auth_throttled", headers={"retry-after": str(wait)})
+            raise GatewayError(
+                429,
+                "Too many failed authentications from this address; try again later.",
+                code="auth_throttled",
+                headers={"retry-after": str(wait)},
+            )
         try:
             return await authenticate(key_from_headers(self.request_headers))
         except AuthFailure as exc:
@@ -126,8 +146,12 @@ class ProxyConsumer(AuthenticatedConsumer):
     async def _proxy(self, body, state: RequestState):
         if not accepting():
             # The usage spool is full and the operator chose to refuse rather than lose records.
-            raise GatewayError(503, "The proxy cannot record usage right now; retry shortly.",
-                               code="usage_backlog_full", headers={"retry-after": "5"})
+            raise GatewayError(
+                503,
+                "The proxy cannot record usage right now; retry shortly.",
+                code="usage_backlog_full",
+                headers={"retry-after": "5"},
+            )
         with tracing.span("llmproxy.key_lookup"):
             state.key = self.key_record = key = await self.authenticate()
         payload = self.parse_payload(body)
@@ -142,12 +166,17 @@ class ProxyConsumer(AuthenticatedConsumer):
             # is what the cache key, the quota and the upstream see.
             payload = self.check_request_guardrails(guard, payload)
         if not key.allows_model(model):
-            raise GatewayError(403, f"This API key may not use the model '{model}'.", param="model",
-                               code="model_not_allowed")
+            raise GatewayError(
+                403, f"This API key may not use the model '{model}'.", param="model", code="model_not_allowed"
+            )
         targets = await routing_table.routes_for(key.tenant.id, model)
         if not targets:
-            raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.",
-                               param="model", code="model_not_found")
+            raise GatewayError(
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
         state.meter = Meter(self.endpoint, payload)
         if self.response_cache and key.tenant.cache_ttl_seconds > 0:
             with tracing.span("llmproxy.cache") as span:
@@ -187,8 +216,13 @@ class ProxyConsumer(AuthenticatedConsumer):
 
     async def call_upstream(self, targets, upstream_body: dict, stream: bool):
         # A fallback model must be one this key may use too.
-        return await call(targets, self.endpoint, lambda target: upstream_body, stream=stream,
-                          model_allowed=self.key_record.allows_model)
+        return await call(
+            targets,
+            self.endpoint,
+            lambda target: upstream_body,
+            stream=stream,
+            model_allowed=self.key_record.allows_model,
+        )
 
     async def _reserve(self, key: KeyRecord, payload: dict, targets, state, cache_hit=False) -> dict:
         """Reserve quota (when limits apply) and return the body to send upstream.
@@ -202,19 +236,22 @@ class ProxyConsumer(AuthenticatedConsumer):
 
         requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
         if cache_hit:
-            ask = limiter.Ask(input_tokens=0, max_output_tokens=0, input_price=Decimal(0), output_price=Decimal(0))
+            ask = limiter.Ask(
+                input_tokens=0, max_output_tokens=0, input_price=Decimal(0), output_price=Decimal(0)
+            )
         else:
             ask = limiter.Ask(
                 input_tokens=_count_input(self.endpoint, payload),
-                max_output_tokens=requested or (0 if self.endpoint == "embeddings"
-                                                else settings.LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS),
+                max_output_tokens=requested
+                or (0 if self.endpoint == "embeddings" else settings.LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS),
                 input_price=max(t.input_price for t in targets),
                 output_price=max(t.output_price for t in targets),
             )
         try:
             with tracing.span("llmproxy.quota"):
-                decision = await limiter.reserve(list(key.limits), ask,
-                                                 redis_down_policy=key.tenant.redis_down_policy)
+                decision = await limiter.reserve(
+                    list(key.limits), ask, redis_down_policy=key.tenant.redis_down_policy
+                )
         except limiter.LimiterUnavailable:
             raise GatewayError(503, "Quota service unavailable; try again shortly.", code="quota_unavailable")
         self.ratelimit_headers = decision.headers
@@ -286,18 +323,31 @@ class ProxyConsumer(AuthenticatedConsumer):
                     assembler.add(chunk)
                 is_usage_only = not chunk.get("choices") and chunk.get("usage") is not None
                 if not is_usage_only or client_wants_usage:
-                    await send({"type": "http.response.body", "body": sse.frame(orjson.dumps(chunk)),
-                                "more_body": True})
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": sse.frame(orjson.dumps(chunk)),
+                            "more_body": True,
+                        }
+                    )
                     if first:
                         state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
                         first = False
                 if budget is not None and meter.streamed_output_tokens > budget:
                     # An upstream that ignores max_tokens must not overspend the budget.
                     state.error_type = "quota_exceeded"
-                    error = GatewayError(429, "Quota exceeded: the answer reached the remaining token budget "
-                                              "and was cut off.", code="quota_exceeded")
-                    await send({"type": "http.response.body", "body": sse.frame(error.openai_body()),
-                                "more_body": False})
+                    error = GatewayError(
+                        429,
+                        "Quota exceeded: the answer reached the remaining token budget and was cut off.",
+                        code="quota_exceeded",
+                    )
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": sse.frame(error.openai_body()),
+                            "more_body": False,
+                        }
+                    )
                     return
                 try:
                     chunk = await chunks.__anext__()
@@ -306,11 +356,17 @@ class ProxyConsumer(AuthenticatedConsumer):
             for held in masker.finish() if masker is not None else ():
                 if assembler is not None:
                     assembler.add(held)
-                await send({"type": "http.response.body", "body": sse.frame(orjson.dumps(held)),
-                            "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": sse.frame(orjson.dumps(held)), "more_body": True}
+                )
             if client_wants_usage and not meter.usage_seen:
-                await send({"type": "http.response.body", "body": sse.frame(self._usage_chunk(meter, model)),
-                            "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": sse.frame(self._usage_chunk(meter, model)),
+                        "more_body": True,
+                    }
+                )
             await send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
             if assembler is not None and (answer := assembler.answer()) is not None:
                 # Only a complete stream is stored: failed and cut-off ones returned above.
@@ -318,14 +374,16 @@ class ProxyConsumer(AuthenticatedConsumer):
         except GuardrailBlocked as exc:
             # The answer stops before the match: an error event naming the rule, and no [DONE].
             state.error_type = exc.code
-            await send({"type": "http.response.body", "body": sse.frame(exc.openai_body()),
-                        "more_body": False})
+            await send(
+                {"type": "http.response.body", "body": sse.frame(exc.openai_body()), "more_body": False}
+            )
         except UpstreamError as exc:
             # Never a truncated stream that looks complete: an error event, and no [DONE].
             state.error_type = "upstream_stream_error"
             error = GatewayError(502, exc.message, code="upstream_stream_error")
-            await send({"type": "http.response.body", "body": sse.frame(error.openai_body()),
-                        "more_body": False})
+            await send(
+                {"type": "http.response.body", "body": sse.frame(error.openai_body()), "more_body": False}
+            )
         finally:
             await result.chunks.aclose()
 
@@ -370,8 +428,9 @@ class ProxyConsumer(AuthenticatedConsumer):
             headers["cache-control"] = "no-cache"
             await self.start_response(200, b"text/event-stream", headers)
             for chunk in response_cache.replay_chunks(answer, include_usage):
-                await self.send({"type": "http.response.body", "body": sse.frame(orjson.dumps(chunk)),
-                                 "more_body": True})
+                await self.send(
+                    {"type": "http.response.body", "body": sse.frame(orjson.dumps(chunk)), "more_body": True}
+                )
             await self.send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
         else:
             await self.send_json(200, orjson.dumps(answer), headers)
@@ -379,10 +438,20 @@ class ProxyConsumer(AuthenticatedConsumer):
 
     def _usage_chunk(self, meter, model):
         prompt, completion = meter.finish()
-        return orjson.dumps({"id": "usage", "object": "chat.completion.chunk", "created": int(time.time()),
-                             "model": model, "choices": [],
-                             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                       "total_tokens": prompt + completion}})
+        return orjson.dumps(
+            {
+                "id": "usage",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            }
+        )
 
     async def _account(self, state: RequestState):
         key = state.key
@@ -430,8 +499,9 @@ class ProxyConsumer(AuthenticatedConsumer):
             from quotas import limiter
 
             try:
-                await limiter.settle(state.reservation, input_tokens=input_tokens, output_tokens=output_tokens,
-                                     cost=cost)
+                await limiter.settle(
+                    state.reservation, input_tokens=input_tokens, output_tokens=output_tokens, cost=cost
+                )
             except Exception:
                 logger.exception("could not settle the quota reservation of %s", self.request_id)
 
@@ -442,8 +512,10 @@ def _stored_text(key: KeyRecord, state: RequestState) -> dict:
         return {}
     body = state.meter.body
     prompt = body.get("messages", body.get("prompt", body.get("input", "")))
-    return {"prompt": prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode(),
-            "completion": state.meter.text}
+    return {
+        "prompt": prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode(),
+        "completion": state.meter.text,
+    }
 
 
 def _count_input(endpoint, payload):

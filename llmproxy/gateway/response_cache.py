@@ -31,8 +31,16 @@ logger = logging.getLogger(__name__)
 _DELIVERY_ONLY = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier"})
 # Defaults OpenAI applies when a field is absent: the same request either way.
 _DEFAULTS = {
-    "temperature": 1, "top_p": 1, "n": 1, "presence_penalty": 0, "frequency_penalty": 0,
-    "logprobs": False, "echo": False, "best_of": 1, "encoding_format": "float", "parallel_tool_calls": True,
+    "temperature": 1,
+    "top_p": 1,
+    "n": 1,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logprobs": False,
+    "echo": False,
+    "best_of": 1,
+    "encoding_format": "float",
+    "parallel_tool_calls": True,
 }
 _POLL_SECONDS = 0.02
 
@@ -180,14 +188,26 @@ class StreamAssembler:
     def add(self, chunk: dict):
         if self.base is None:
             self.base = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
-            self.base["object"] = "chat.completion" if chunk.get("object") == "chat.completion.chunk" \
+            self.base["object"] = (
+                "chat.completion"
+                if chunk.get("object") == "chat.completion.chunk"
                 else chunk.get("object", "text_completion")
+            )
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
-            state = self.choices.setdefault(index, {"index": index, "content": [], "role": "assistant",
-                                                    "tool_calls": {}, "finish_reason": None, "text": []})
+            state = self.choices.setdefault(
+                index,
+                {
+                    "index": index,
+                    "content": [],
+                    "role": "assistant",
+                    "tool_calls": {},
+                    "finish_reason": None,
+                    "text": [],
+                },
+            )
             if choice.get("finish_reason"):
                 state["finish_reason"] = choice["finish_reason"]
             if isinstance(choice.get("text"), str):
@@ -198,8 +218,10 @@ class StreamAssembler:
             if isinstance(delta.get("content"), str):
                 state["content"].append(delta["content"])
             for call in delta.get("tool_calls") or ():
-                slot = state["tool_calls"].setdefault(call.get("index", 0), {
-                    "id": call.get("id"), "type": "function", "function": {"name": "", "arguments": ""}})
+                slot = state["tool_calls"].setdefault(
+                    call.get("index", 0),
+                    {"id": call.get("id"), "type": "function", "function": {"name": "", "arguments": ""}},
+                )
                 if call.get("id"):
                     slot["id"] = call["id"]
                 fn = call.get("function") or {}
@@ -217,11 +239,23 @@ class StreamAssembler:
                 message = {"role": state["role"], "content": "".join(state["content"]) or None}
                 if state["tool_calls"]:
                     message["tool_calls"] = [state["tool_calls"][i] for i in sorted(state["tool_calls"])]
-                choices.append({"index": index, "message": message, "logprobs": None,
-                                "finish_reason": state["finish_reason"]})
+                choices.append(
+                    {
+                        "index": index,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": state["finish_reason"],
+                    }
+                )
             else:
-                choices.append({"index": index, "text": "".join(state["text"]), "logprobs": None,
-                                "finish_reason": state["finish_reason"]})
+                choices.append(
+                    {
+                        "index": index,
+                        "text": "".join(state["text"]),
+                        "logprobs": None,
+                        "finish_reason": state["finish_reason"],
+                    }
+                )
         answer["choices"] = choices
         if self.usage:
             answer["usage"] = self.usage
@@ -238,25 +272,82 @@ def replay_chunks(answer: dict, include_usage: bool, pieces: int = 4) -> list[di
         index = choice.get("index", 0)
         if chat:
             message = choice.get("message") or {}
-            chunks.append({**base, "choices": [{"index": index, "delta": {"role": message.get("role",
-                                                                                       "assistant"),
-                                                                           "content": ""},
-                                                 "logprobs": None, "finish_reason": None}]})
+            chunks.append(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": index,
+                            "delta": {"role": message.get("role", "assistant"), "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
             text = message.get("content") or ""
             for piece in _split(text, pieces):
-                chunks.append({**base, "choices": [{"index": index, "delta": {"content": piece},
-                                                     "logprobs": None, "finish_reason": None}]})
+                chunks.append(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": index,
+                                "delta": {"content": piece},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
             for i, call in enumerate(message.get("tool_calls") or ()):
-                chunks.append({**base, "choices": [{"index": index, "delta": {"tool_calls": [{**call, "index": i}]},
-                                                     "logprobs": None, "finish_reason": None}]})
-            chunks.append({**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
-                                                 "finish_reason": choice.get("finish_reason")}]})
+                chunks.append(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": index,
+                                "delta": {"tool_calls": [{**call, "index": i}]},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
+            chunks.append(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": index,
+                            "delta": {},
+                            "logprobs": None,
+                            "finish_reason": choice.get("finish_reason"),
+                        }
+                    ],
+                }
+            )
         else:
             for piece in _split(choice.get("text") or "", pieces):
-                chunks.append({**base, "choices": [{"index": index, "text": piece, "logprobs": None,
-                                                     "finish_reason": None}]})
-            chunks.append({**base, "choices": [{"index": index, "text": "", "logprobs": None,
-                                                 "finish_reason": choice.get("finish_reason")}]})
+                chunks.append(
+                    {
+                        **base,
+                        "choices": [{"index": index, "text": piece, "logprobs": None, "finish_reason": None}],
+                    }
+                )
+            chunks.append(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": index,
+                            "text": "",
+                            "logprobs": None,
+                            "finish_reason": choice.get("finish_reason"),
+                        }
+                    ],
+                }
+            )
     if include_usage and answer.get("usage"):
         chunks.append({**base, "choices": [], "usage": answer["usage"]})
     return chunks
@@ -266,4 +357,4 @@ def _split(text: str, pieces: int) -> list[str]:
     if not text:
         return []
     size = max(1, -(-len(text) // pieces))
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]

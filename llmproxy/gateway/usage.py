@@ -106,12 +106,17 @@ class UsageRecorder:
                         logger.exception("usage flush failed; records kept (on disk) for the next try")
                     elif now - last_logged >= LOG_FAILURE_EVERY:
                         last_logged = now
-                        logger.error("usage flush still failing after %.0f s (%d records waiting): %s",
-                                     now - failing_since, self.backlog(), exc)
+                        logger.error(
+                            "usage flush still failing after %.0f s (%d records waiting): %s",
+                            now - failing_since,
+                            self.backlog(),
+                            exc,
+                        )
                 else:
                     if failing_since is not None:
-                        logger.warning("usage flush works again after %.0f s",
-                                       time.monotonic() - failing_since)
+                        logger.warning(
+                            "usage flush works again after %.0f s", time.monotonic() - failing_since
+                        )
                     failing_since = None
 
     def pending(self) -> int:
@@ -256,8 +261,11 @@ def _without_deleted_owners(batch):
     from tenants.models import Tenant
 
     tenants = set(Tenant.objects.filter(id__in={r.tenant_id for r in batch}).values_list("id", flat=True))
-    keys = set(ApiKey.objects.filter(id__in={r.api_key_id for r in batch if r.api_key_id})
-               .values_list("id", flat=True))
+    keys = set(
+        ApiKey.objects.filter(id__in={r.api_key_id for r in batch if r.api_key_id}).values_list(
+            "id", flat=True
+        )
+    )
     kept = [r for r in batch if r.tenant_id in tenants]
     if len(kept) < len(batch):
         logger.warning("dropped %d usage records of deleted tenants", len(batch) - len(kept))
@@ -285,8 +293,16 @@ def _add_usage(model_cls, bucket, tenant_id, api_key_id, model, agg):
     try:
         with transaction.atomic():
             model_cls.objects.create(
-                bucket=bucket, tenant_id=tenant_id, api_key_id=api_key_id, model=model, requests=agg[0],
-                input_tokens=agg[1], output_tokens=agg[2], cost=agg[3], errors=agg[4], cache_hits=agg[5],
+                bucket=bucket,
+                tenant_id=tenant_id,
+                api_key_id=api_key_id,
+                model=model,
+                requests=agg[0],
+                input_tokens=agg[1],
+                output_tokens=agg[2],
+                cost=agg[3],
+                errors=agg[4],
+                cache_hits=agg[5],
             )
     except IntegrityError:
         model_cls.objects.filter(**lookup).update(**increments)

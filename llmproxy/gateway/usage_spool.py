@@ -64,8 +64,9 @@ def decode(line: bytes):
     data = orjson.loads(line)
     data["created_at"] = datetime.fromisoformat(data["created_at"])
     data["cost"] = Decimal(data["cost"])
-    data["guardrail_hits"] = [Hit(**{**h, "at": datetime.fromisoformat(h["at"])})
-                              for h in data.get("guardrail_hits") or ()]
+    data["guardrail_hits"] = [
+        Hit(**{**h, "at": datetime.fromisoformat(h["at"])}) for h in data.get("guardrail_hits") or ()
+    ]
     return UsageRecord(**data)
 
 
@@ -156,8 +157,11 @@ class Spool:
                 self.full_events += 1
                 if full_policy() == "refuse":
                     if not self.full:
-                        logger.error("usage spool full (%d of %d bytes): refusing new requests until it "
-                                     "drains", self.bytes, limit)
+                        logger.error(
+                            "usage spool full (%d of %d bytes): refusing new requests until it drains",
+                            self.bytes,
+                            limit,
+                        )
                     self.full = True
                     return False
                 lines, size = self._make_room(directory, lines, size, limit)
@@ -189,8 +193,12 @@ class Spool:
             size -= len(lines.pop(0))
             dropped += 1
         self.dropped += dropped
-        logger.error("usage spool full (limit %d bytes): dropped the %d oldest records (%d so far)",
-                     limit, dropped, self.dropped)
+        logger.error(
+            "usage spool full (limit %d bytes): dropped the %d oldest records (%d so far)",
+            limit,
+            dropped,
+            self.dropped,
+        )
         return lines, size
 
     def replay(self, write) -> int:

@@ -34,7 +34,9 @@ def _is_number(value):
 def _check_common(payload: dict):
     model = payload.get("model")
     if model is None:
-        raise bad_request("You must provide a model parameter.", param="model", code="missing_required_parameter")
+        raise bad_request(
+            "You must provide a model parameter.", param="model", code="missing_required_parameter"
+        )
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' must be a non-empty string.", param="model", code="invalid_type")
     for name in ("max_tokens", "max_completion_tokens", "n"):
@@ -51,37 +53,52 @@ def _check_common(payload: dict):
     options = payload.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):
-            raise bad_request("'stream_options' must be an object.", param="stream_options", code="invalid_type")
+            raise bad_request(
+                "'stream_options' must be an object.", param="stream_options", code="invalid_type"
+            )
         if not stream:
-            raise bad_request("'stream_options' is only allowed when 'stream' is true.",
-                              param="stream_options", code="invalid_value")
+            raise bad_request(
+                "'stream_options' is only allowed when 'stream' is true.",
+                param="stream_options",
+                code="invalid_value",
+            )
 
 
 def validate_chat(payload: dict):
     _check_common(payload)
     messages = payload.get("messages")
     if messages is None:
-        raise bad_request("You must provide a messages parameter.", param="messages",
-                          code="missing_required_parameter")
+        raise bad_request(
+            "You must provide a messages parameter.", param="messages", code="missing_required_parameter"
+        )
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array.", param="messages", code="invalid_type")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise bad_request(f"'messages[{i}]' must be an object.", param=f"messages[{i}]", code="invalid_type")
+            raise bad_request(
+                f"'messages[{i}]' must be an object.", param=f"messages[{i}]", code="invalid_type"
+            )
         role = message.get("role")
         if not isinstance(role, str) or not role:
-            raise bad_request(f"'messages[{i}].role' must be a string.", param=f"messages[{i}].role",
-                              code="invalid_type")
+            raise bad_request(
+                f"'messages[{i}].role' must be a string.", param=f"messages[{i}].role", code="invalid_type"
+            )
         content = message.get("content")
         if content is not None and not isinstance(content, (str, list)):
-            raise bad_request(f"'messages[{i}].content' must be a string or an array.",
-                              param=f"messages[{i}].content", code="invalid_type")
+            raise bad_request(
+                f"'messages[{i}].content' must be a string or an array.",
+                param=f"messages[{i}].content",
+                code="invalid_type",
+            )
 
 
 def _check_prompt(value, name):
     if value is None:
-        raise bad_request(f"You must provide a{'n' if name == 'input' else ''} {name} parameter.", param=name,
-                          code="missing_required_parameter")
+        raise bad_request(
+            f"You must provide a{'n' if name == 'input' else ''} {name} parameter.",
+            param=name,
+            code="missing_required_parameter",
+        )
     ok = isinstance(value, str) or (
         isinstance(value, list)
         and value
@@ -92,8 +109,11 @@ def _check_prompt(value, name):
         )
     )
     if not ok:
-        raise bad_request(f"'{name}' must be a string, an array of strings or an array of token ids.",
-                          param=name, code="invalid_type")
+        raise bad_request(
+            f"'{name}' must be a string, an array of strings or an array of token ids.",
+            param=name,
+            code="invalid_type",
+        )
 
 
 def validate_completions(payload: dict):

@@ -22,8 +22,9 @@ def load(tenant_id: int) -> TenantRules | None:
         return None
     scopes: dict = {}
     through = Guardrail.api_keys.through
-    for guardrail_id, key_id in through.objects.filter(guardrail__in=guardrails).values_list("guardrail_id",
-                                                                                              "apikey_id"):
+    for guardrail_id, key_id in through.objects.filter(guardrail__in=guardrails).values_list(
+        "guardrail_id", "apikey_id"
+    ):
         scopes.setdefault(guardrail_id, set()).add(key_id)
     pairs = [(g, scopes.get(g.id, ())) for g in guardrails]
     return compile_tenant(tenant_id, guardrails[0].tenant.slug, pairs)
@@ -45,8 +46,13 @@ async def guard_for(key, model: str, request_id: str = "") -> RequestGuard | Non
     selection = rules.select(key.id, model)
     if selection is None:
         return None
-    return RequestGuard(selection, tenant_id=rules.tenant_id, tenant_slug=rules.slug, request_id=request_id,
-                        key_prefix=key.prefix)
+    return RequestGuard(
+        selection,
+        tenant_id=rules.tenant_id,
+        tenant_slug=rules.slug,
+        request_id=request_id,
+        key_prefix=key.prefix,
+    )
 
 
 def forget(tenant_id=None):

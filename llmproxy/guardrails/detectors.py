@@ -155,28 +155,116 @@ def _card(text, m):
 # Amex 4-6-5 and Diners 4-6-4. Not "555 123 4567 ...": a phone number is not the start of a card, and
 # a grouped number followed by more groups is a longer number. So a text of near-misses
 # ("4111 4111 4111 ...") yields no candidates to check, only a scan.
-CARD = Detector("card", [Scanner(regex.compile(
-    r"(?<![\w.])[2-6](?:"
-    r"\d{12,18}(?!\w)"
-    r"|\d{3}([ -])\d{4}\1\d{4}\1\d{1,4}(?:\1\d{1,3})?(?!\w|\1\d)"
-    r"|\d{3}([ -])\d{6}\2\d{4,5}(?!\w|\2\d)"
-    r")"
-), _card)], max_len=19 + 4)
+CARD = Detector(
+    "card",
+    [
+        Scanner(
+            regex.compile(
+                r"(?<![\w.])[2-6](?:"
+                r"\d{12,18}(?!\w)"
+                r"|\d{3}([ -])\d{4}\1\d{4}\1\d{1,4}(?:\1\d{1,3})?(?!\w|\1\d)"
+                r"|\d{3}([ -])\d{6}\2\d{4,5}(?!\w|\2\d)"
+                r")"
+            ),
+            _card,
+        )
+    ],
+    max_len=19 + 4,
+)
 
 
 # --- IBANs ---------------------------------------------------------------------------
 
 # Length of each country's IBAN (SWIFT IBAN registry).
 IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27,
-    "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25,
-    "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18,
-    "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33,
-    "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BI": 27,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DJ": 27,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FK": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "LY": 25,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MN": 20,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NI": 28,
+    "NL": 18,
+    "NO": 15,
+    "OM": 23,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "RU": 33,
+    "SA": 24,
+    "SC": 31,
+    "SD": 18,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "SO": 23,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
+    "YE": 30,
 }
 
 
@@ -207,18 +295,30 @@ def _iban(text, m):
     return start, start + end
 
 
-IBAN = Detector("iban", [
-    Scanner(regex.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}"), _iban),
-], max_len=34 + 8)
+IBAN = Detector(
+    "iban",
+    [
+        Scanner(regex.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}"), _iban),
+    ],
+    max_len=34 + 8,
+)
 
 
 # --- emails, phone numbers, IP addresses ----------------------------------------------
 
-EMAIL = Detector("email", [Scanner(
-    regex.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
-                  r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"),
-    required="@",
-)], max_len=254)
+EMAIL = Detector(
+    "email",
+    [
+        Scanner(
+            regex.compile(
+                r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
+                r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+            ),
+            required="@",
+        )
+    ],
+    max_len=254,
+)
 
 
 def _phone(text, m):
@@ -234,17 +334,27 @@ def _phone(text, m):
 _NOT_AFTER = r"(?<![\w+.-])"  # not inside a word, a number, a date or a version
 _NOT_BEFORE = r"(?!\w|[.-]\d)"
 # One scanner per shape: an alternation of them scans about ten times slower.
-PHONE = Detector("phone", [
-    # International: +44 20 7946 0958, +1-202-555-0143, +4915123456789
-    Scanner(regex.compile(_NOT_AFTER + r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}" + _NOT_BEFORE), _phone,
-            required="+"),
-    # North American: (212) 555-0143, 212-555-0143, 212.555.0143
-    Scanner(regex.compile(_NOT_AFTER + r"\([2-9]\d{2}\)[ .-]?\d{3}[ .-]\d{4}" + _NOT_BEFORE), _phone,
-            required="("),
-    Scanner(regex.compile(_NOT_AFTER + r"[2-9]\d{2}[ .-]\d{3}[ .-]\d{4}" + _NOT_BEFORE), _phone),
-    # National, with a trunk prefix: 020 7946 0958, 06 12 34 56 78, 030 12345678
-    Scanner(regex.compile(_NOT_AFTER + r"0\d{1,4}(?:[ .-]\d{2,8}){1,4}" + _NOT_BEFORE), _phone),
-], max_len=32)
+PHONE = Detector(
+    "phone",
+    [
+        # International: +44 20 7946 0958, +1-202-555-0143, +4915123456789
+        Scanner(
+            regex.compile(_NOT_AFTER + r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}" + _NOT_BEFORE),
+            _phone,
+            required="+",
+        ),
+        # North American: (212) 555-0143, 212-555-0143, 212.555.0143
+        Scanner(
+            regex.compile(_NOT_AFTER + r"\([2-9]\d{2}\)[ .-]?\d{3}[ .-]\d{4}" + _NOT_BEFORE),
+            _phone,
+            required="(",
+        ),
+        Scanner(regex.compile(_NOT_AFTER + r"[2-9]\d{2}[ .-]\d{3}[ .-]\d{4}" + _NOT_BEFORE), _phone),
+        # National, with a trunk prefix: 020 7946 0958, 06 12 34 56 78, 030 12345678
+        Scanner(regex.compile(_NOT_AFTER + r"0\d{1,4}(?:[ .-]\d{2,8}){1,4}" + _NOT_BEFORE), _phone),
+    ],
+    max_len=32,
+)
 
 
 def _ipv6(text, m):
@@ -256,31 +366,50 @@ def _ipv6(text, m):
 
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-IP = Detector("ip", [
-    Scanner(regex.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)"), required="."),
-    Scanner(regex.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
-                          rf"(?::{_OCTET}(?:\.{_OCTET}){{3}})?(?![\w:.])"), _ipv6, required=":"),
-], max_len=45)
+IP = Detector(
+    "ip",
+    [
+        Scanner(regex.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)"), required="."),
+        Scanner(
+            regex.compile(
+                r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
+                rf"(?::{_OCTET}(?:\.{_OCTET}){{3}})?(?![\w:.])"
+            ),
+            _ipv6,
+            required=":",
+        ),
+    ],
+    max_len=45,
+)
 
 
 # --- API keys and tokens --------------------------------------------------------------
 
-SECRET = Detector("secret", [
-    # OpenAI (sk-..., sk-proj-...) and Anthropic (sk-ant-api03-...): at least one digit.
-    Scanner(regex.compile(r"(?<![\w-])sk-(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{20,}"), required="sk-"),
-    Scanner(regex.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")),
-    Scanner(regex.compile(r"(?<![\w-])gh[pousr]_[A-Za-z0-9]{36,}"), required="_"),
-    Scanner(regex.compile(r"(?<![\w-])github_pat_[A-Za-z0-9_]{22,}"), required="github_pat_"),
-    Scanner(regex.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
-            required="eyJ"),
-    # This proxy's own keys.
-    Scanner(regex.compile(r"(?<![\w-])lp-[A-Za-z0-9]{8}-[A-Za-z0-9]{32,128}(?![A-Za-z0-9])"), required="lp-"),
-], max_len=1024)
+SECRET = Detector(
+    "secret",
+    [
+        # OpenAI (sk-..., sk-proj-...) and Anthropic (sk-ant-api03-...): at least one digit.
+        Scanner(regex.compile(r"(?<![\w-])sk-(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{20,}"), required="sk-"),
+        Scanner(regex.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")),
+        Scanner(regex.compile(r"(?<![\w-])gh[pousr]_[A-Za-z0-9]{36,}"), required="_"),
+        Scanner(regex.compile(r"(?<![\w-])github_pat_[A-Za-z0-9_]{22,}"), required="github_pat_"),
+        Scanner(
+            regex.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
+            required="eyJ",
+        ),
+        # This proxy's own keys.
+        Scanner(
+            regex.compile(r"(?<![\w-])lp-[A-Za-z0-9]{8}-[A-Za-z0-9]{32,128}(?![A-Za-z0-9])"), required="lp-"
+        ),
+    ],
+    max_len=1024,
+)
 
 BUILT_IN = {d.kind: d for d in (EMAIL, PHONE, CARD, IBAN, SECRET, IP)}
 
 
 # --- operator rules --------------------------------------------------------------------
+
 
 def operator_max_len(pattern: str) -> int:
     """The longest match of ``pattern`` if bounded (and short), else OPERATOR_MAX_LEN."""
@@ -305,10 +434,10 @@ def wordlist_detector(words) -> Detector:
     if not words:
         raise ValueError("a word list needs at least one word")
     # Whole words, any case; longest first so "credit card" wins over "credit".
-    pattern = regex.compile(r"(?<!\w)(?:" + "|".join(regex.escape(w) for w in words) + r")(?!\w)",
-                            regex.IGNORECASE)
+    pattern = regex.compile(
+        r"(?<!\w)(?:" + "|".join(regex.escape(w) for w in words) + r")(?!\w)", regex.IGNORECASE
+    )
     return Detector("wordlist", [Scanner(pattern)], max(len(w) for w in words))
-
 
 
 def redact(text: str, spans) -> str:

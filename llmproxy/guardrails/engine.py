@@ -78,8 +78,11 @@ def _regex_timed_out(rule):
     now = time.monotonic()
     if now - _last_timeout_log.get(rule.id, 0.0) > 60:
         _last_timeout_log[rule.id] = now
-        logger.warning("guardrail %s (id %s): regular expression cut off by its time bound; rule skipped",
-                       rule.name, rule.id)
+        logger.warning(
+            "guardrail %s (id %s): regular expression cut off by its time bound; rule skipped",
+            rule.name,
+            rule.id,
+        )
 
 
 class GuardrailBlocked(GatewayError):
@@ -87,8 +90,11 @@ class GuardrailBlocked(GatewayError):
 
     def __init__(self, rule: Rule, direction: str):
         what = "request" if direction == REQUEST else "answer"
-        super().__init__(400, f"The {what} was blocked by guardrail '{rule.name}' ({rule.detector.kind}).",
-                         code="guardrail_blocked")
+        super().__init__(
+            400,
+            f"The {what} was blocked by guardrail '{rule.name}' ({rule.detector.kind}).",
+            code="guardrail_blocked",
+        )
         self.rule = rule
         self.direction = direction
 
@@ -185,9 +191,16 @@ class RequestGuard:
         """Record that ``rule`` matched; raise GuardrailBlocked if it blocks."""
         if rule.id not in self._hits:
             self._hits[rule.id] = Hit(
-                guardrail_id=rule.id, tenant_id=self.tenant_id, rule=rule.name, detector=rule.detector.kind,
-                action=rule.action, shadow=rule.shadow, direction=direction, request_id=self.request_id,
-                key_prefix=self.key_prefix, at=datetime.now(UTC),
+                guardrail_id=rule.id,
+                tenant_id=self.tenant_id,
+                rule=rule.name,
+                detector=rule.detector.kind,
+                action=rule.action,
+                shadow=rule.shadow,
+                direction=direction,
+                request_id=self.request_id,
+                key_prefix=self.key_prefix,
+                at=datetime.now(UTC),
             )
             HITS.labels(self.tenant_slug, rule.name, rule.action, "true" if rule.shadow else "false").inc()
         if rule.blocks:
@@ -246,11 +259,13 @@ class RequestGuard:
             return None
         from llmproxy.guardrails.stream_mask import ChunkMasker
 
-        return ChunkMasker(self.selection.response, lambda rule: self.hit(rule, RESPONSE),
-                           chat=endpoint == "chat")
+        return ChunkMasker(
+            self.selection.response, lambda rule: self.hit(rule, RESPONSE), chat=endpoint == "chat"
+        )
 
 
 # --- the texts of a request ------------------------------------------------------------------
+
 
 def map_request_texts(endpoint: str, payload: dict, fn) -> dict:
     """``payload`` with ``fn`` applied to each prompt text; copies only what changed.

@@ -8,16 +8,35 @@ from tenants.models import Guardrail
 
 
 @transaction.atomic
-def guardrail_create(*, tenant, name, detector, direction, action, shadow=False, pattern="", words=(),
-                     models=(), api_keys=(), actor=None) -> Guardrail:
+def guardrail_create(
+    *,
+    tenant,
+    name,
+    detector,
+    direction,
+    action,
+    shadow=False,
+    pattern="",
+    words=(),
+    models=(),
+    api_keys=(),
+    actor=None,
+) -> Guardrail:
     if Guardrail.objects.filter(tenant=tenant, name=name).exists():
         raise ValidationError(f"guardrail {name!r} already exists in tenant {tenant.slug}")
     for api_key in api_keys:
         if api_key.tenant_id != tenant.pk:
             raise ValidationError(f"API key {api_key.prefix} belongs to another tenant")
     guardrail = Guardrail(
-        tenant=tenant, name=name, detector=detector, direction=direction, action=action, shadow=shadow,
-        pattern=pattern, words=list(words), models=list(models),
+        tenant=tenant,
+        name=name,
+        detector=detector,
+        direction=direction,
+        action=action,
+        shadow=shadow,
+        pattern=pattern,
+        words=list(words),
+        models=list(models),
     )
     guardrail.full_clean()
     guardrail.save()

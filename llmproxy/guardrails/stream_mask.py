@@ -74,8 +74,8 @@ class StreamMasker:
                 label = rule.detector.label
                 # Only past max_hold (see _cut) can the cut run through a match: mask its released part.
                 masks.extend((s - base, min(e, cut) - base, label) for s, e in spans if s < cut)
-        released = self._buf[:cut - base]
-        self._buf = self._buf[cut - base:]
+        released = self._buf[: cut - base]
+        self._buf = self._buf[cut - base :]
         self._context = (context + released)[-CONTEXT_CHARS:]
         return redact(released, masks)
 

@@ -22,6 +22,7 @@ from providers.translate.common import TranslationError
 
 API_VERSION = "2023-06-01"
 
+
 class NativeRequest(dict):
     """A Messages API request to send as it is (the model aside), with the client's beta flags."""
 
@@ -31,8 +32,13 @@ class NativeRequest(dict):
 
 
 # The status an error event stands for, when it arrives in a stream that already said 200.
-_ERROR_EVENT_STATUSES = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500,
-                         "timeout_error": 504, "invalid_request_error": 400}
+_ERROR_EVENT_STATUSES = {
+    "overloaded_error": 529,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "invalid_request_error": 400,
+}
 
 
 class AnthropicAdapter(Adapter):
@@ -63,7 +69,8 @@ class AnthropicAdapter(Adapter):
         else:
             try:
                 request = openai_to_anthropic.messages_request(
-                    body, default_max_tokens=settings.LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS)
+                    body, default_max_tokens=settings.LLMPROXY_DEFAULT_MAX_OUTPUT_TOKENS
+                )
             except TranslationError as exc:
                 raise UpstreamError(400, str(exc), retryable=False, kind="unsupported_request")
         request["model"] = target.upstream_model
@@ -74,8 +81,9 @@ class AnthropicAdapter(Adapter):
         return orjson.dumps(request)
 
     async def complete(self, target, endpoint, body):
-        message = await self._post(target, "/v1/messages", self.payload(target, body, stream=False),
-                                   self.headers(target, body))
+        message = await self._post(
+            target, "/v1/messages", self.payload(target, body, stream=False), self.headers(target, body)
+        )
         return message if isinstance(body, NativeRequest) else anthropic_to_openai.chat_completion(message)
 
     async def count_tokens(self, target, body) -> dict:
@@ -103,8 +111,9 @@ class AnthropicAdapter(Adapter):
 
         client = get_client()
         content = self.payload(target, body, stream=True)
-        request = client.build_request("POST", self.url(target), content=content,
-                                       headers=self.headers(target, body, "text/event-stream"))
+        request = client.build_request(
+            "POST", self.url(target), content=content, headers=self.headers(target, body, "text/event-stream")
+        )
         try:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -127,8 +136,13 @@ class AnthropicAdapter(Adapter):
                         started = True
                         yield item
             if not finished:
-                raise UpstreamError(502, "upstream stream ended before message_stop", retryable=not started,
-                                    mid_stream=started, kind="truncated_stream")
+                raise UpstreamError(
+                    502,
+                    "upstream stream ended before message_stop",
+                    retryable=not started,
+                    mid_stream=started,
+                    kind="truncated_stream",
+                )
         except httpx.HTTPError as exc:
             error = transport_error(exc)
             error.mid_stream = started
@@ -144,15 +158,20 @@ def _decode_event(sse_event, started):
     try:
         event = orjson.loads(sse_event.data)
     except orjson.JSONDecodeError:
-        raise UpstreamError(502, "upstream sent an invalid stream event", retryable=not started,
-                            mid_stream=started)
+        raise UpstreamError(
+            502, "upstream sent an invalid stream event", retryable=not started, mid_stream=started
+        )
     if not isinstance(event, dict):
         return None
     event.setdefault("type", sse_event.event)
     if event["type"] == "error":
         error = event.get("error") if isinstance(event.get("error"), dict) else {}
         kind = error.get("type") or "api_error"
-        raise UpstreamError(_ERROR_EVENT_STATUSES.get(kind, 502),
-                            f"upstream stream error: {error.get('message') or kind}",
-                            retryable=not started, mid_stream=started, kind=kind)
+        raise UpstreamError(
+            _ERROR_EVENT_STATUSES.get(kind, 502),
+            f"upstream stream error: {error.get('message') or kind}",
+            retryable=not started,
+            mid_stream=started,
+            kind=kind,
+        )
     return event

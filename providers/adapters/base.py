@@ -17,8 +17,17 @@ RETRYABLE_STATUSES = frozenset({401, 403, 408, 409, 429, 500, 502, 503, 504, 529
 
 
 class UpstreamError(Exception):
-    def __init__(self, status, message, *, retryable, retry_after=None, timeout=False, kind="upstream_error",
-                 mid_stream=False):
+    def __init__(
+        self,
+        status,
+        message,
+        *,
+        retryable,
+        retry_after=None,
+        timeout=False,
+        kind="upstream_error",
+        mid_stream=False,
+    ):
         super().__init__(message)
         self.status = status  # the upstream's status; 0 for connection errors, 504 for timeouts
         self.message = message

@@ -14,8 +14,11 @@ class MockAdapter(Adapter):
     def _maybe_fail(options):
         status = options.get("fail_status")
         if status:
-            raise UpstreamError(status, f"upstream returned {status}: mock failure",
-                                retryable=status in RETRYABLE_STATUSES or status >= 500)
+            raise UpstreamError(
+                status,
+                f"upstream returned {status}: mock failure",
+                retryable=status in RETRYABLE_STATUSES or status >= 500,
+            )
 
     async def complete(self, target, endpoint, body):
         model, options = self._options(target)
@@ -33,7 +36,9 @@ class MockAdapter(Adapter):
         fail_after = options.get("fail_after_chunks")
         for i, chunk in enumerate(mock_engine.stream_chunks(endpoint, model, body, options)):
             if fail_after is not None and i >= fail_after:
-                raise UpstreamError(502, "upstream stream broke: mock failure", retryable=False, mid_stream=True)
+                raise UpstreamError(
+                    502, "upstream stream broke: mock failure", retryable=False, mid_stream=True
+                )
             if i and delay:
                 await asyncio.sleep(delay)
             yield chunk

@@ -53,10 +53,12 @@ def _is_timeout(exc: Exception) -> bool:
 
 def transport_error(exc: Exception) -> UpstreamError:
     if _is_timeout(exc):
-        return UpstreamError(504, f"upstream timed out ({type(exc).__name__})", retryable=True, timeout=True,
-                             kind="timeout")
-    return UpstreamError(0, f"upstream connection failed ({type(exc).__name__})", retryable=True,
-                         kind="connection_error")
+        return UpstreamError(
+            504, f"upstream timed out ({type(exc).__name__})", retryable=True, timeout=True, kind="timeout"
+        )
+    return UpstreamError(
+        0, f"upstream connection failed ({type(exc).__name__})", retryable=True, kind="connection_error"
+    )
 
 
 class OpenAIAdapter(Adapter):
@@ -83,8 +85,9 @@ class OpenAIAdapter(Adapter):
     # aiohttp directly rather than through httpx's API: a third of the CPU per call (providers/http.py).
     async def complete(self, target, endpoint, body):
         try:
-            async with get_session().post(self.url(target, endpoint), data=self.payload(target, body),
-                                          headers=self.headers(target)) as response:
+            async with get_session().post(
+                self.url(target, endpoint), data=self.payload(target, body), headers=self.headers(target)
+            ) as response:
                 status, content, headers = response.status, await response.read(), response.headers
         except aiohttp.ClientError as exc:
             raise transport_error(exc)
@@ -104,8 +107,9 @@ class OpenAIAdapter(Adapter):
         headers = self.headers(target)
         headers["accept"] = "text/event-stream"
         try:
-            response = await get_session().post(self.url(target, endpoint), data=self.payload(target, body),
-                                                headers=headers)
+            response = await get_session().post(
+                self.url(target, endpoint), data=self.payload(target, body), headers=headers
+            )
         except aiohttp.ClientError as exc:
             raise transport_error(exc)
         started = False
@@ -134,8 +138,13 @@ class OpenAIAdapter(Adapter):
                     if chunk is not None:
                         yield chunk
             if not finished:
-                raise UpstreamError(502, "upstream stream ended before [DONE]", retryable=not started,
-                                    mid_stream=started, kind="truncated_stream")
+                raise UpstreamError(
+                    502,
+                    "upstream stream ended before [DONE]",
+                    retryable=not started,
+                    mid_stream=started,
+                    kind="truncated_stream",
+                )
             complete = True
         except aiohttp.ClientError as exc:
             error = transport_error(exc)
@@ -169,13 +178,15 @@ def _decode_chunk(data: str, started: bool):
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise UpstreamError(502, "upstream sent an invalid stream event", retryable=not started,
-                            mid_stream=started)
+        raise UpstreamError(
+            502, "upstream sent an invalid stream event", retryable=not started, mid_stream=started
+        )
     if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
         error = chunk["error"]
         message = error.get("message") if isinstance(error, dict) else str(error)
-        raise UpstreamError(502, f"upstream stream error: {message}", retryable=not started,
-                            mid_stream=started)
+        raise UpstreamError(
+            502, f"upstream stream error: {message}", retryable=not started, mid_stream=started
+        )
     return chunk if isinstance(chunk, dict) else None
 
 

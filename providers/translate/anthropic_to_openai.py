@@ -64,8 +64,13 @@ def _user_messages(content, i) -> list[dict]:
         kind = block.get("type")
         where = f"messages[{i}].content[{j}]"
         if kind == "tool_result":
-            results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
-                            "content": _tool_result_text(block.get("content"), where)})
+            results.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": block.get("tool_use_id"),
+                    "content": _tool_result_text(block.get("content"), where),
+                }
+            )
         elif kind == "text":
             parts.append({"type": "text", "text": block.get("text", "")})
         elif kind == "image":
@@ -75,8 +80,9 @@ def _user_messages(content, i) -> list[dict]:
         elif kind in ("thinking", "redacted_thinking"):
             continue
         else:
-            raise TranslationError(f"{where}: the block type '{kind}' is not supported by this model's "
-                                   "provider.")
+            raise TranslationError(
+                f"{where}: the block type '{kind}' is not supported by this model's provider."
+            )
     if not parts:
         return results
     if len(parts) == 1 and parts[0]["type"] == "text":
@@ -125,8 +131,10 @@ def _assistant_message(content, i) -> dict:
         elif kind == "tool_use":
             calls.append(_tool_call(block))
         elif kind not in ("thinking", "redacted_thinking"):
-            raise TranslationError(f"messages[{i}].content[{j}]: the block type '{kind}' is not supported "
-                                   "by this model's provider.")
+            raise TranslationError(
+                f"messages[{i}].content[{j}]: the block type '{kind}' is not supported "
+                "by this model's provider."
+            )
     message = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
@@ -134,16 +142,22 @@ def _assistant_message(content, i) -> dict:
 
 
 def _tool_call(block) -> dict:
-    return {"id": block.get("id"), "type": "function",
-            "function": {"name": block.get("name"), "arguments": json_text(block.get("input", {}))}}
+    return {
+        "id": block.get("id"),
+        "type": "function",
+        "function": {"name": block.get("name"), "arguments": json_text(block.get("input", {}))},
+    }
 
 
 def _tool(tool, i) -> dict:
     if tool.get("type") not in (None, "custom"):
-        raise TranslationError(f"tools[{i}]: the server tool '{tool.get('type')}' is not supported by this "
-                               "model's provider.")
-    function = {"name": tool.get("name"),
-                "parameters": tool.get("input_schema") or {"type": "object", "properties": {}}}
+        raise TranslationError(
+            f"tools[{i}]: the server tool '{tool.get('type')}' is not supported by this model's provider."
+        )
+    function = {
+        "name": tool.get("name"),
+        "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
+    }
     if tool.get("description"):
         function["description"] = tool["description"]
     return {"type": "function", "function": function}
@@ -175,8 +189,12 @@ def openai_usage(usage) -> dict | None:
     cached = usage.get("cache_read_input_tokens") or 0
     prompt = fresh + created + cached
     output = usage["output_tokens"]
-    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
-            "prompt_tokens_details": {"cached_tokens": cached}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
 
 
 def finish_reason(stop_reason):
@@ -200,8 +218,14 @@ def chat_completion(message: dict) -> dict:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": message.get("model", ""),
-        "choices": [{"index": 0, "message": reply, "logprobs": None,
-                     "finish_reason": finish_reason(message.get("stop_reason")) or "stop"}],
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "logprobs": None,
+                "finish_reason": finish_reason(message.get("stop_reason")) or "stop",
+            }
+        ],
     }
     usage = openai_usage(message.get("usage"))
     if usage:
@@ -226,9 +250,13 @@ class ChunkStream:
         self._usage = {}
 
     def _chunk(self, delta, finish=None) -> dict:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
 
     def feed(self, event: dict) -> list[dict]:
         kind = event.get("type")
@@ -251,8 +279,16 @@ class ChunkStream:
             usage = openai_usage(self._usage)
             if usage is None:
                 return []
-            return [{"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                     "model": self.model, "choices": [], "usage": usage}]
+            return [
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            ]
         return []  # ping, content_block_stop, and event types added later
 
     def _block_start(self, index, block) -> list[dict]:
@@ -262,16 +298,27 @@ class ChunkStream:
             return []
         position = self._tools[index] = len(self._tools)
         arguments = json_text(block["input"]) if block.get("input") else ""
-        call = {"index": position, "id": block.get("id"), "type": "function",
-                "function": {"name": block.get("name"), "arguments": arguments}}
+        call = {
+            "index": position,
+            "id": block.get("id"),
+            "type": "function",
+            "function": {"name": block.get("name"), "arguments": arguments},
+        }
         return [self._chunk({"tool_calls": [call]})]
 
     def _block_delta(self, index, delta) -> list[dict]:
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
         if delta.get("type") == "input_json_delta" and delta.get("partial_json") and index in self._tools:
-            return [self._chunk({"tool_calls": [{"index": self._tools[index],
-                                                 "function": {"arguments": delta["partial_json"]}}]})]
+            return [
+                self._chunk(
+                    {
+                        "tool_calls": [
+                            {"index": self._tools[index], "function": {"arguments": delta["partial_json"]}}
+                        ]
+                    }
+                )
+            ]
         return []
 
     def _take_usage(self, usage):

@@ -40,8 +40,9 @@ def messages_request(chat: dict, *, default_max_tokens: int) -> dict:
         elif role == "tool":
             role, blocks = "user", [_tool_result(message, i)]
         else:
-            raise TranslationError(f"messages[{i}]: the role '{role}' is not supported by this model's "
-                                   "provider.")
+            raise TranslationError(
+                f"messages[{i}]: the role '{role}' is not supported by this model's provider."
+            )
         if not blocks:
             continue
         # Anthropic wants user and assistant turns to alternate: runs of one role become one turn.
@@ -109,8 +110,10 @@ def _user_blocks(content, i) -> list:
         elif kind == "file":
             blocks.append(_document(part.get("file") or {}, f"messages[{i}].content[{j}]"))
         else:
-            raise TranslationError(f"messages[{i}].content[{j}]: the part type '{kind}' is not supported by "
-                                   "this model's provider.")
+            raise TranslationError(
+                f"messages[{i}].content[{j}]: the part type '{kind}' is not supported by "
+                "this model's provider."
+            )
     return blocks
 
 
@@ -144,8 +147,9 @@ def _assistant_blocks(message, i) -> list:
             tool_input = None
         if not isinstance(tool_input, dict):
             raise TranslationError(f"messages[{i}].tool_calls[{j}]: the arguments must be a JSON object.")
-        blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
-                       "input": tool_input})
+        blocks.append(
+            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": tool_input}
+        )
     return blocks
 
 
@@ -192,8 +196,12 @@ def _tool_choice(choice, parallel) -> dict | None:
 def usage(input_tokens: int, output_tokens: int, cached: int = 0) -> dict:
     # Anthropic counts cache reads apart from input_tokens; OpenAI's prompt_tokens includes them.
     cached = min(cached, input_tokens)
-    return {"input_tokens": input_tokens - cached, "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
+    return {
+        "input_tokens": input_tokens - cached,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
 
 
 def cached_tokens(openai_usage) -> int:
@@ -218,8 +226,14 @@ def message(answer: dict, *, model: str, input_tokens: int, output_tokens: int) 
         content.append({"type": "text", "text": text})
     for call in reply.get("tool_calls") or ():
         function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
-                        "input": tool_input(function.get("arguments"))})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": tool_input(function.get("arguments")),
+            }
+        )
     return {
         "id": message_id(answer.get("id")),
         "type": "message",
@@ -266,9 +280,21 @@ class EventStream:
 
     def start(self, message_id: str, input_tokens: int) -> list[dict]:
         self._started = True
-        return [{"type": "message_start", "message": {
-            "id": message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": usage(input_tokens, 0)}}]
+        return [
+            {
+                "type": "message_start",
+                "message": {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": usage(input_tokens, 0),
+                },
+            }
+        ]
 
     @property
     def started(self):
@@ -301,13 +327,18 @@ class EventStream:
         if index not in self._tool_blocks:
             events.extend(self._close())
             self._tool_blocks[index] = self._blocks
-            block = {"type": "tool_use", "id": call.get("id") or f"toolu_{index}",
-                     "name": function.get("name") or "", "input": {}}
+            block = {
+                "type": "tool_use",
+                "id": call.get("id") or f"toolu_{index}",
+                "name": function.get("name") or "",
+                "input": {},
+            }
             events.append(self._open_block(("tool", index), block))
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            events.append(self._delta(self._tool_blocks[index], {"type": "input_json_delta",
-                                                                 "partial_json": arguments}))
+            events.append(
+                self._delta(self._tool_blocks[index], {"type": "input_json_delta", "partial_json": arguments})
+            )
         return events
 
     def _open_block(self, which, block) -> dict:
@@ -329,9 +360,12 @@ class EventStream:
         events = self._close()
         delta_usage = usage(input_tokens, output_tokens, self._cached)
         del delta_usage["cache_creation_input_tokens"]
-        events.append({"type": "message_delta",
-                       "delta": {"stop_reason": self.stop_reason or "end_turn", "stop_sequence": None},
-                       "usage": delta_usage})
+        events.append(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": self.stop_reason or "end_turn", "stop_sequence": None},
+                "usage": delta_usage,
+            }
+        )
         events.append({"type": "message_stop"})
         return events
-

@@ -17,8 +17,13 @@ class Command(ProxyCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--user", type=whole_number_argument(minimum=1), required=True, metavar="ID",
-                            help="The user's id.")
+        parser.add_argument(
+            "--user",
+            type=whole_number_argument(minimum=1),
+            required=True,
+            metavar="ID",
+            help="The user's id.",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Count the requests, erase nothing.")
 
     def handle(self, *args, user, dry_run, **options):
@@ -49,4 +54,3 @@ class Command(ProxyCommand):
             metadata={"requests_erased": erased},
         )
         self.stdout.write(f"erased the prompt and completion text of {erased} request(s) of {who}")
-

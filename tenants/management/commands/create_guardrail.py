@@ -31,19 +31,47 @@ class Command(ProxyCommand):
         self.add_tenant_argument(parser, required=True)
         parser.add_argument("--detector", required=True, choices=Guardrail.Detector.values)
         parser.add_argument("--pattern", metavar="REGEX", help="The regular expression (--detector regex).")
-        parser.add_argument("--words", type=list_argument, metavar="W1,W2",
-                            help="Comma-separated words or phrases (--detector wordlist).")
+        parser.add_argument(
+            "--words",
+            type=list_argument,
+            metavar="W1,W2",
+            help="Comma-separated words or phrases (--detector wordlist).",
+        )
         parser.add_argument("--direction", required=True, choices=Guardrail.Direction.values)
         parser.add_argument("--action", required=True, choices=Guardrail.Action.values)
-        parser.add_argument("--shadow", action="store_true",
-                            help="Change nothing; record what the rule would have done.")
-        parser.add_argument("--models", type=list_argument, default=[], metavar="M1,M2",
-                            help="Only requests for these public models (default: all).")
-        parser.add_argument("--keys", type=list_argument, default=[], metavar="PREFIX,PREFIX",
-                            help="Only requests made with these API keys (default: all the tenant's keys).")
+        parser.add_argument(
+            "--shadow", action="store_true", help="Change nothing; record what the rule would have done."
+        )
+        parser.add_argument(
+            "--models",
+            type=list_argument,
+            default=[],
+            metavar="M1,M2",
+            help="Only requests for these public models (default: all).",
+        )
+        parser.add_argument(
+            "--keys",
+            type=list_argument,
+            default=[],
+            metavar="PREFIX,PREFIX",
+            help="Only requests made with these API keys (default: all the tenant's keys).",
+        )
 
-    def handle(self, *args, name, tenant, detector, pattern, words, direction, action, shadow, models, keys,
-               **options):
+    def handle(
+        self,
+        *args,
+        name,
+        tenant,
+        detector,
+        pattern,
+        words,
+        direction,
+        action,
+        shadow,
+        models,
+        keys,
+        **options,
+    ):
         tenant = self.get_tenant(tenant)
         if detector == Guardrail.Detector.REGEX:
             if not pattern:
@@ -62,8 +90,16 @@ class Command(ProxyCommand):
         if Guardrail.objects.filter(tenant=tenant, name=name).exists():
             raise CommandError(f"guardrail {name!r} already exists in tenant {tenant.slug}")
         guardrail = guardrail_create(
-            tenant=tenant, name=name, detector=detector, direction=direction, action=action, shadow=shadow,
-            pattern=pattern or "", words=words or (), models=models, api_keys=api_keys,
+            tenant=tenant,
+            name=name,
+            detector=detector,
+            direction=direction,
+            action=action,
+            shadow=shadow,
+            pattern=pattern or "",
+            words=words or (),
+            models=models,
+            api_keys=api_keys,
             actor=self.audit_actor,
         )
         scope = []
