@@ -6,7 +6,6 @@ run in every test run and can stop and restart it; flushing it is harmless.
 
 import itertools
 import random
-import socket
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -17,17 +16,12 @@ import redis
 
 from quotas import limiter
 from quotas.limiter import Ask, Limit, current_usage
+from tests.servers import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
 # A fixed clock: 2030-01-15 12:00:30 UTC, 30 seconds into a minute.
 T0 = datetime(2030, 1, 15, 12, 0, 30, tzinfo=UTC).timestamp()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

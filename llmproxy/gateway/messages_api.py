@@ -21,7 +21,7 @@ import orjson
 from llmproxy.gateway import sse
 from llmproxy.gateway.errors import GatewayError, bad_request
 from llmproxy.gateway.proxy import AuthenticatedConsumer, ProxyConsumer
-from llmproxy.gateway.validation import decode_json
+from llmproxy.gateway.validation import decode_json, is_int
 from providers import routing_table
 from providers.adapters.anthropic import NativeRequest
 from providers.adapters.base import UpstreamError
@@ -45,10 +45,6 @@ _ERROR_TYPES = {
 }
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def validate_request(body: dict, *, counting=False):
     """Enough of Anthropic's own checks to answer 400 before any upstream is asked."""
     model = body.get("model")
@@ -59,7 +55,7 @@ def validate_request(body: dict, *, counting=False):
     if not counting:
         if "max_tokens" not in body:
             raise bad_request("max_tokens: Field required", param="max_tokens")
-        if not _is_int(body["max_tokens"]) or body["max_tokens"] < 1:
+        if not is_int(body["max_tokens"]) or body["max_tokens"] < 1:
             raise bad_request("max_tokens: Input should be an integer of at least 1", param="max_tokens")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:

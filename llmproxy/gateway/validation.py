@@ -23,7 +23,7 @@ def decode_json(body: bytes) -> dict:
     return payload
 
 
-def _is_int(value):
+def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -41,7 +41,7 @@ def _check_common(payload: dict):
         raise bad_request("'model' must be a non-empty string.", param="model", code="invalid_type")
     for name in ("max_tokens", "max_completion_tokens", "n"):
         value = payload.get(name)
-        if value is not None and (not _is_int(value) or value < 1):
+        if value is not None and (not is_int(value) or value < 1):
             raise bad_request(f"'{name}' must be an integer of at least 1.", param=name, code="invalid_type")
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         value = payload.get(name)
@@ -104,8 +104,8 @@ def _check_prompt(value, name):
         and value
         and (
             all(isinstance(v, str) for v in value)
-            or all(_is_int(v) for v in value)
-            or all(isinstance(v, list) and all(_is_int(t) for t in v) for v in value)
+            or all(is_int(v) for v in value)
+            or all(isinstance(v, list) and all(is_int(t) for t in v) for v in value)
         )
     )
     if not ok:
