@@ -1,28 +1,28 @@
 """The one place that does outbound HTTP: one pooled aiohttp session per event loop.
 
-Two APIs over that one session (one pool of connections):
-- ``get_session()``: aiohttp itself, for the OpenAI adapter, which carries
-  almost all the traffic. Measured on the benchmark's machine: 160-190 µs of
-  CPU per upstream call, against 530-650 µs through httpx's API over the
-  aiohttp transport (bench/README.md): httpx's request and response models
-  cost more than the call itself.
-- ``get_client()``: httpx's API over the aiohttp transport, for the other
-  adapters and commands. Closing it (``await get_client().aclose()``) closes
-  the session too, so callers that clean up that way leave nothing open.
-Both are tied to the loop that created them, hence one per loop rather than
-one per process. Per-attempt deadlines are enforced by the router
-(asyncio.timeout); the timeouts here are the transport's own bounds on a dead peer.
+Every adapter calls upstreams through ``post()`` and ``post_stream()`` here,
+on aiohttp directly: measured on the benchmark's machine, 160-190 µs of CPU
+per upstream call, against 530-650 µs through httpx's API over the same
+aiohttp transport (bench/README.md). The session is tied to the loop that
+created it, hence one per loop rather than one per process; ``close()`` ends
+the running loop's (commands and tests that run their own loops call it).
+Per-attempt deadlines are enforced by the router (asyncio.timeout); the
+timeouts here are the transport's own bounds on a dead peer. Transport
+failures come out as the adapters' UpstreamError (504 on a timeout, a
+connection error otherwise), so no caller sees an aiohttp exception.
 """
 
 import asyncio
 import weakref
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
 
 import aiohttp
 import httpx
 from django.conf import settings
-from httpx_aiohttp import AiohttpTransport
 
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple]" = weakref.WeakKeyDictionary()
+from providers.adapters.base import UpstreamError
+
 _sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = (
     weakref.WeakKeyDictionary()
 )
@@ -52,24 +52,60 @@ def get_session() -> aiohttp.ClientSession:
     return session
 
 
-def _new_client(session):
-    limits = httpx.Limits(
-        max_connections=settings.LLMPROXY_UPSTREAM_MAX_CONNECTIONS,
-        max_keepalive_connections=settings.LLMPROXY_UPSTREAM_MAX_CONNECTIONS,
-        keepalive_expiry=_KEEPALIVE_SECONDS,
-    )
-    timeout = httpx.Timeout(
-        connect=settings.LLMPROXY_UPSTREAM_CONNECT_TIMEOUT, read=_READ_TIMEOUT, write=60.0, pool=30.0
-    )
-    transport = AiohttpTransport(client=session, limits=limits, trust_env=False)
-    return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits, trust_env=False)
+async def close():
+    """Close the running loop's session (a command or test about to end its loop)."""
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
 
 
-def get_client() -> httpx.AsyncClient:
-    loop = asyncio.get_running_loop()
-    session = get_session()
-    entry = _clients.get(loop)
-    if entry is None or entry[0].is_closed or entry[1] is not session:
-        entry = (_new_client(session), session)
-        _clients[loop] = entry
-    return entry[0]
+async def post(url: str, content: bytes, headers: dict) -> tuple[int, bytes, Mapping[str, str]]:
+    """POST and read the whole answer: (status, body, headers)."""
+    try:
+        async with get_session().post(url, data=content, headers=headers) as response:
+            return response.status, await response.read(), response.headers
+    except aiohttp.ClientError as exc:
+        raise transport_error(exc)
+
+
+@asynccontextmanager
+async def post_stream(url: str, content: bytes, headers: dict):
+    """POST and hand over the response unread, for the caller to stream with ``chunks()``.
+
+    Left before its end (the client went away, the stream broke, a guardrail
+    blocked it), the connection is closed rather than released: released
+    half-read, aiohttp would put it back in the pool and the upstream would go
+    on generating (and billing) for a client that left.
+    """
+    try:
+        response = await get_session().post(url, data=content, headers=headers)
+    except aiohttp.ClientError as exc:
+        raise transport_error(exc)
+    complete = False
+    try:
+        yield response
+        complete = response.content.at_eof()
+    finally:
+        if complete:
+            response.release()
+        else:
+            response.close()
+
+
+async def chunks(response):
+    """The response body as it arrives, a transport failure raised as an UpstreamError."""
+    try:
+        async for raw in response.content.iter_any():
+            yield raw
+    except aiohttp.ClientError as exc:
+        raise transport_error(exc)
+
+
+def transport_error(exc: Exception) -> UpstreamError:
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return UpstreamError(
+            504, f"upstream timed out ({type(exc).__name__})", retryable=True, timeout=True, kind="timeout"
+        )
+    return UpstreamError(
+        0, f"upstream connection failed ({type(exc).__name__})", retryable=True, kind="connection_error"
+    )

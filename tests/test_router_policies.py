@@ -7,8 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from providers import router, routing_table
-from providers.http import get_client
+from providers import http, router, routing_table
 from providers.models import ModelPolicy, ModelRoute, Provider
 from providers.routing_table import DEFAULT_POLICY, RoutePolicy
 
@@ -38,7 +37,7 @@ def run(coroutine_function):
             return await coroutine_function()
         finally:
             await sync_to_async(connections.close_all, thread_sensitive=False)()
-            await get_client().aclose()
+            await http.close()
 
     return asyncio.run(main())
 

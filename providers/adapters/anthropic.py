@@ -9,14 +9,13 @@ router path (strategy, retries, fallbacks) as every chat request, even when a
 model's routes mix Anthropic and OpenAI-speaking providers.
 """
 
-import httpx
 import orjson
 from django.conf import settings
 
 from llmproxy import tracing
+from providers import http
 from providers.adapters.base import Adapter, RouteTarget, UpstreamError
-from providers.adapters.openai import _abort, transport_error, upstream_error_from_response
-from providers.http import get_client
+from providers.adapters.openai import upstream_error_from_response
 from providers.translate import anthropic_to_openai, openai_to_anthropic
 from providers.translate.common import TranslationError
 
@@ -91,15 +90,12 @@ class AnthropicAdapter(Adapter):
         return await self._post(target, "/v1/messages/count_tokens", content, self.headers(target, body))
 
     async def _post(self, target, path, content: bytes, headers: dict) -> dict:
-        try:
-            response = await get_client().post(self.url(target, path), content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc)
-        if response.status_code >= 400:
+        status, body, response_headers = await http.post(self.url(target, path), content, headers)
+        if status >= 400:
             # Anthropic's error body ({"type": "error", "error": {"type", "message"}}) reads like OpenAI's.
-            raise upstream_error_from_response(response.status_code, response.content, response.headers)
+            raise upstream_error_from_response(status, body, response_headers)
         try:
-            answer = orjson.loads(response.content)
+            answer = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise UpstreamError(502, "upstream answered with invalid JSON", retryable=True)
         if not isinstance(answer, dict):
@@ -109,32 +105,29 @@ class AnthropicAdapter(Adapter):
     async def stream(self, target, endpoint, body):
         from llmproxy.gateway.sse import SSEParser
 
-        client = get_client()
         content = self.payload(target, body, stream=True)
-        request = client.build_request(
-            "POST", self.url(target), content=content, headers=self.headers(target, body, "text/event-stream")
-        )
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc)
+        headers = self.headers(target, body, "text/event-stream")
         translator = None if isinstance(body, NativeRequest) else anthropic_to_openai.ChunkStream()
-        started = finished = False
-        try:
-            if response.status_code >= 400:
-                content = await response.aread()
-                raise upstream_error_from_response(response.status_code, content, response.headers)
+        async with http.post_stream(self.url(target), content, headers) as response:
+            if response.status >= 400:
+                raise upstream_error_from_response(response.status, await response.read(), response.headers)
             parser = SSEParser()
-            async for raw in response.aiter_bytes():
-                for sse_event in parser.feed(raw):
-                    event = _decode_event(sse_event, started)
-                    if event is None:
-                        continue
-                    finished = finished or event["type"] == "message_stop"
-                    # One event in, its chunks out at once: nothing waits for the next event.
-                    for item in (event,) if translator is None else translator.feed(event):
-                        started = True
-                        yield item
+            started = finished = False
+            try:
+                async for raw in http.chunks(response):
+                    for sse_event in parser.feed(raw):
+                        event = _decode_event(sse_event, started)
+                        if event is None:
+                            continue
+                        finished = finished or event["type"] == "message_stop"
+                        # One event in, its chunks out at once: nothing waits for the next event.
+                        for item in (event,) if translator is None else translator.feed(event):
+                            started = True
+                            yield item
+            except UpstreamError as error:  # the transport failed (or the upstream sent an error event)
+                error.mid_stream = error.mid_stream or started
+                error.retryable = error.retryable and not started
+                raise
             if not finished:
                 raise UpstreamError(
                     502,
@@ -143,15 +136,6 @@ class AnthropicAdapter(Adapter):
                     mid_stream=started,
                     kind="truncated_stream",
                 )
-        except httpx.HTTPError as exc:
-            error = transport_error(exc)
-            error.mid_stream = started
-            error.retryable = error.retryable and not started
-            raise error
-        finally:
-            if not finished:
-                _abort(response)
-            await response.aclose()
 
 
 def _decode_event(sse_event, started):

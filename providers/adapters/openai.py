@@ -1,14 +1,10 @@
 """OpenAI's wire format, spoken by OpenAI, Azure OpenAI, Ollama and OpenAI-compatible servers."""
 
-import asyncio
-
-import aiohttp
-import httpx
 import orjson
 
 from llmproxy import tracing
+from providers import http
 from providers.adapters.base import RETRYABLE_STATUSES, Adapter, RouteTarget, UpstreamError
-from providers.http import get_session
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 
@@ -42,25 +38,6 @@ def upstream_error_from_response(status, content: bytes, headers) -> UpstreamErr
     )
 
 
-def _is_timeout(exc: Exception) -> bool:
-    # httpx-aiohttp maps every aiohttp connection error, a refused connection
-    # included, to httpx.ConnectTimeout: look at the aiohttp error underneath.
-    cause = exc if isinstance(exc, aiohttp.ClientError) else exc.__cause__
-    if isinstance(cause, aiohttp.ClientError):
-        return isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError))
-    return isinstance(exc, httpx.TimeoutException)
-
-
-def transport_error(exc: Exception) -> UpstreamError:
-    if _is_timeout(exc):
-        return UpstreamError(
-            504, f"upstream timed out ({type(exc).__name__})", retryable=True, timeout=True, kind="timeout"
-        )
-    return UpstreamError(
-        0, f"upstream connection failed ({type(exc).__name__})", retryable=True, kind="connection_error"
-    )
-
-
 class OpenAIAdapter(Adapter):
     auth_header = "authorization"
 
@@ -82,15 +59,10 @@ class OpenAIAdapter(Adapter):
     def payload(self, target: RouteTarget, body: dict) -> bytes:
         return orjson.dumps({**body, "model": target.upstream_model})
 
-    # aiohttp directly rather than through httpx's API: a third of the CPU per call (providers/http.py).
     async def complete(self, target, endpoint, body):
-        try:
-            async with get_session().post(
-                self.url(target, endpoint), data=self.payload(target, body), headers=self.headers(target)
-            ) as response:
-                status, content, headers = response.status, await response.read(), response.headers
-        except aiohttp.ClientError as exc:
-            raise transport_error(exc)
+        status, content, headers = await http.post(
+            self.url(target, endpoint), self.payload(target, body), self.headers(target)
+        )
         if status >= 400:
             raise upstream_error_from_response(status, content, headers)
         try:
@@ -104,32 +76,27 @@ class OpenAIAdapter(Adapter):
     async def stream(self, target, endpoint, body):
         from llmproxy.gateway.sse import SSEParser
 
-        headers = self.headers(target)
+        url, content, headers = self.url(target, endpoint), self.payload(target, body), self.headers(target)
         headers["accept"] = "text/event-stream"
-        try:
-            response = await get_session().post(
-                self.url(target, endpoint), data=self.payload(target, body), headers=headers
-            )
-        except aiohttp.ClientError as exc:
-            raise transport_error(exc)
-        started = False
-        complete = False
-        try:
+        async with http.post_stream(url, content, headers) as response:
             if response.status >= 400:
-                content = await response.read()
-                complete = True
-                raise upstream_error_from_response(response.status, content, response.headers)
+                raise upstream_error_from_response(response.status, await response.read(), response.headers)
             parser = SSEParser()
-            finished = False
-            async for raw in response.content.iter_any():
-                for event in parser.feed(raw):
-                    if event.data == "[DONE]":
-                        finished = True
-                        continue
-                    chunk = _decode_chunk(event.data, started)
-                    if chunk is not None:
-                        started = True
-                        yield chunk
+            started = finished = False
+            try:
+                async for raw in http.chunks(response):
+                    for event in parser.feed(raw):
+                        if event.data == "[DONE]":
+                            finished = True
+                            continue
+                        chunk = _decode_chunk(event.data, started)
+                        if chunk is not None:
+                            started = True
+                            yield chunk
+            except UpstreamError as error:  # the transport failed (or the upstream sent an error event)
+                error.mid_stream = error.mid_stream or started
+                error.retryable = error.retryable and not started
+                raise
             for event in parser.close():
                 if event.data == "[DONE]":
                     finished = True
@@ -145,33 +112,6 @@ class OpenAIAdapter(Adapter):
                     mid_stream=started,
                     kind="truncated_stream",
                 )
-            complete = True
-        except aiohttp.ClientError as exc:
-            error = transport_error(exc)
-            error.mid_stream = started
-            error.retryable = error.retryable and not started
-            raise error
-        finally:
-            if complete:
-                response.release()
-            else:
-                # Released half-read, the connection would go back to the pool and the upstream
-                # would go on generating (and billing) for a client that left: close the socket.
-                response.close()
-
-
-def _abort(response: httpx.Response):
-    # For adapters that stream through httpx's API (get_client()).
-    # aiohttp hands a half-read connection back to its pool instead of closing
-    # it, so the upstream would go on generating (and billing) for a client
-    # that left. Closing the aiohttp response closes the socket.
-    stream = response.stream
-    for _ in range(4):  # httpx wraps the transport's stream in a layer or two
-        raw = getattr(stream, "_aiohttp_response", None)
-        if raw is not None:
-            raw.close()
-            return
-        stream = getattr(stream, "_stream", None)
 
 
 def _decode_chunk(data: str, started: bool):

@@ -36,13 +36,13 @@ async def _probe(target, semaphore):
 
 
 async def _probe_all(targets):
-    from providers.http import get_client
+    from providers import http
 
     semaphore = asyncio.Semaphore(CONCURRENCY)
     try:
         return await asyncio.gather(*(_probe(target, semaphore) for target in targets))
     finally:
-        await get_client().aclose()
+        await http.close()
 
 
 def table(rows) -> list[str]:
