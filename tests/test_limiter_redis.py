@@ -244,3 +244,40 @@ async def test_release_on_redis_charges_nothing(on_redis, make_limit):
     await release(decision.reservation)
 
     assert usage(limit) == (0, 0)
+
+
+async def test_settles_ending_together_are_each_charged_once_across_tenants(
+    on_redis, make_limit, monkeypatch
+):
+    # They go to Redis in one script call per tenant; a small cap makes several calls of one tenant too.
+    monkeypatch.setattr(limiter_redis, "SETTLES_PER_CALL", 4)
+    tokens = {tenant: make_limit("tokens", "hour", 100_000, tenant_id=tenant) for tenant in (41, 42)}
+    requests = {
+        tenant: make_limit("requests", "hour", 100, scope="key", tenant_id=tenant) for tenant in (41, 42)
+    }
+    decisions = [
+        (tenant, await reserve([tokens[tenant], requests[tenant]], ask(input_tokens=10), now=T0))
+        for tenant in (41, 42)
+        for _ in range(9)
+    ]
+    assert all(decision.admitted for _, decision in decisions)
+    sent = []
+    run = limiter_redis._settle_script.run
+    monkeypatch.setattr(
+        limiter_redis._settle_script,
+        "run",
+        lambda client, keys, args: sent.append(keys) or run(client, keys, args),
+    )
+
+    await asyncio.gather(
+        *(
+            settle(decision.reservation, input_tokens=10, output_tokens=i, cost=Decimal(0))
+            for i, (_, decision) in enumerate(decisions)
+        )
+    )
+
+    assert len(sent) == 6  # 9 settles of each tenant, 4 to a call
+    assert all(len({key.partition("}")[0] for key in keys}) == 1 for keys in sent)
+    assert usage(tokens[41]) == (sum(10 + i for i in range(9)), 0)
+    assert usage(tokens[42]) == (sum(10 + i for i in range(9, 18)), 0)
+    assert usage(requests[41]) == usage(requests[42]) == (9, 0)
