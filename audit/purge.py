@@ -9,14 +9,21 @@ they are the long-term record of usage.
 Purging audit rows cuts the start of their hash chain: each batch moves the
 chain's anchor to the newest row it deleted, in the same transaction, so the
 rows left still verify.
+
+On PostgreSQL the request log is partitioned by month (audit/partitions.py): a
+purge of every tenant first drops the months whose rows are all past their
+cut-off (expired_partitions_drop), counting their rows, and deletes the rest
+in batches as above.
 """
 
+from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Max
 
+from audit import partitions
 from audit.models import AuditChain, AuditLog, RequestLog
 from audit.services import audit_record
 from tenants.models import Tenant
@@ -83,11 +90,15 @@ def _delete_in_batches(model, rows, *, batch_size, should_stop):
     return deleted
 
 
-def logs_purge(*, cutoff, tenant=None, batch_size=BATCH_SIZE, should_stop=lambda: False, actor=None):
+def logs_purge(
+    *, cutoff, tenant=None, batch_size=BATCH_SIZE, should_stop=lambda: False, actor=None, dropped=0
+):
     """Delete rows older than cutoff (of one tenant, of no tenant, or all); return {model name: rows deleted}.
 
     ``should_stop`` is asked between batches (e.g. after a SIGTERM). Not atomic
     as a whole, on purpose: what was deleted stays deleted and is audited.
+    ``dropped``: request log rows of this scope already gone with their
+    partitions (expired_partitions_drop), counted and audited with the rest.
     """
     deleted = {}
     for model in _models_for(tenant):
@@ -95,6 +106,8 @@ def logs_purge(*, cutoff, tenant=None, batch_size=BATCH_SIZE, should_stop=lambda
         deleted[model.__name__] = _delete_in_batches(
             model, rows, batch_size=batch_size, should_stop=should_stop
         )
+    if RequestLog.__name__ in deleted:
+        deleted[RequestLog.__name__] += dropped
     if any(deleted.values()):
         audit_record(
             actor=actor,
@@ -126,3 +139,48 @@ def retention_scopes(tenant=None):
         yield RetentionScope(f"tenant {t.slug}", t, t.retention_days)
     if tenant is None:
         yield RetentionScope("no tenant", NO_TENANT, PLATFORM_RETENTION_DAYS)
+
+
+def retention_cutoffs(now) -> dict[int, datetime | None]:
+    """{tenant id: cut-off of its retention_days, None when it keeps everything (0 days)}."""
+    return {
+        s.tenant.id: s.cutoff(now) if s.days > 0 else None
+        for s in retention_scopes()
+        if s.tenant is not NO_TENANT
+    }
+
+
+def expired_partitions_drop(*, cutoffs, should_stop=lambda: False) -> Counter:
+    """Drop the request log's month partitions whose every row is past its cut-off: {tenant id: rows dropped}.
+
+    ``cutoffs`` is one cut-off for every tenant, or each tenant's own
+    (retention_cutoffs). Only for a purge of every tenant: a month holds the
+    rows of all of them. Months partly within a cut-off, and rows of the default
+    partition, are left to the batched delete. PostgreSQL only; nothing on SQLite.
+    """
+    dropped = Counter()
+    using = router.db_for_write(RequestLog)
+    if not partitions.is_partitioned(using):
+        return dropped
+    per_tenant = isinstance(cutoffs, dict)
+    newest = max((c for c in cutoffs.values() if c is not None), default=None) if per_tenant else cutoffs
+    if newest is None:
+        return dropped
+    with connections[using].cursor() as cursor:
+        candidates = partitions.expired_partitions(cursor, newest)
+    for partition in candidates:
+        if should_stop():
+            break
+        if per_tenant:
+            # Tenants whose cut-off is before the month's end (or who keep everything) may keep rows of it.
+            keeping = {t: c for t, c in cutoffs.items() if c is None or c < partition.end}
+            with connections[using].cursor() as cursor:
+                if partitions.keeps_rows(cursor, partition, keeping):
+                    continue
+            # Not when it holds rows of a tenant created since the cut-offs were read.
+            rows = partitions.partition_drop(partition, using=using, tenants=cutoffs)
+        else:
+            rows = partitions.partition_drop(partition, using=using)
+        if rows:
+            dropped.update(rows)
+    return dropped

@@ -171,6 +171,7 @@ def _write_keeping_owned(batch: list[UsageRecord]):
 
 def _write(batch: list[UsageRecord]):
     from audit.models import RequestLog
+    from audit.partitions import ensure_partitions_for
     from keys.models import ApiKey
     from quotas.models import TokenUsageMetric
 
@@ -194,8 +195,11 @@ def _write(batch: list[UsageRecord]):
         if key_id is not None and (key_id not in last_used or last_used[key_id] < r.created_at):
             last_used[key_id] = r.created_at
 
+    db = connections[router.db_for_write(RequestLog)]
+    if db.vendor == "postgresql" and batch:
+        # The request log's monthly partitions: a comparison, a catalog query about once a month.
+        ensure_partitions_for(max(r.created_at for r in batch), using=db.alias)
     with transaction.atomic():
-        db = connections[router.db_for_write(RequestLog)]
         if db.vendor == "postgresql":
             _copy_request_logs(db, RequestLog, batch)
         else:

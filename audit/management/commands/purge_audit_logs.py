@@ -1,10 +1,21 @@
 import signal
 import threading
+from collections import Counter
 from contextlib import contextmanager
 
+from django.db import DatabaseError
 from django.utils import timezone
 
-from audit.purge import BATCH_SIZE, logs_count, logs_purge, retention_scopes
+from audit import partitions
+from audit.purge import (
+    BATCH_SIZE,
+    NO_TENANT,
+    expired_partitions_drop,
+    logs_count,
+    logs_purge,
+    retention_cutoffs,
+    retention_scopes,
+)
 from llmproxy.management import ProxyCommand, positive_duration_argument, whole_number_argument
 
 
@@ -28,7 +39,8 @@ class Command(ProxyCommand):
         "Delete audit log and request log rows older than --older-than, or without it older than each "
         "tenant's retention_days (rows of no tenant: 90 days), in batches of short transactions; "
         "--tenant limits it to one tenant's rows, --dry-run only counts them. Hourly usage rollups are "
-        "kept. SIGTERM stops it cleanly between batches."
+        "kept. On PostgreSQL, a purge of every tenant drops the request log's expired months whole, and "
+        "the coming months' partitions are created. SIGTERM stops it cleanly between batches."
     )
 
     def add_arguments(self, parser):
@@ -64,9 +76,18 @@ class Command(ProxyCommand):
             ]
         totals = {}
         with _stop_on_sigterm() as stop:
+            dropped = Counter()
+            if not dry_run:
+                self.ensure_partitions()
+                if tenant is None:
+                    # A month holds every tenant's rows: only a purge of all of them can drop one.
+                    cutoffs = now - older_than if older_than is not None else retention_cutoffs(now)
+                    dropped = expired_partitions_drop(cutoffs=cutoffs, should_stop=stop.is_set)
             for label, cutoff, scope_tenant in plan:
-                if stop.is_set():
-                    break
+                scope_dropped = self.dropped_rows(dropped, scope_tenant)
+                # Rows already dropped with their partitions are reported (and audited) even after a SIGTERM.
+                if stop.is_set() and not scope_dropped:
+                    continue
                 if dry_run:
                     counts = logs_count(cutoff=cutoff, tenant=scope_tenant)
                 else:
@@ -76,6 +97,7 @@ class Command(ProxyCommand):
                         batch_size=batch_size,
                         should_stop=stop.is_set,
                         actor=self.audit_actor,
+                        dropped=scope_dropped,
                     )
                 if label is not None:
                     listed = ", ".join(f"{table} {count}" for table, count in counts.items())
@@ -88,3 +110,16 @@ class Command(ProxyCommand):
             self.stdout.write(f"{table}: {count} {done}")
         if stop.is_set():
             self.stdout.write("stopped by SIGTERM; run the command again to delete the rest")
+
+    @staticmethod
+    def dropped_rows(dropped, scope_tenant):
+        if scope_tenant is None:
+            return dropped.total()
+        return 0 if scope_tenant is NO_TENANT else dropped[scope_tenant.id]
+
+    def ensure_partitions(self):
+        # The purge runs regularly (cron): a good moment to create the coming months ahead.
+        try:
+            partitions.ensure_partitions()
+        except DatabaseError as exc:
+            self.stderr.write(f"request log partitions not created this time: {exc}")
