@@ -365,7 +365,7 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "LLM proxy admin API",
-    "DESCRIPTION": "Tenants, users, API keys, providers, model routes, quotas, logs and usage.",
+    "DESCRIPTION": "Tenants, users, API keys, providers, model routes, quotas, guardrails, logs and usage.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

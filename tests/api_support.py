@@ -12,6 +12,7 @@ from keys.services import api_key_create
 from llmproxy.api.tokens import access_token_issue
 from providers.models import ModelRoute, Provider
 from quotas.models import QuotaLimit, TokenUsageMetric
+from tenants.models import Guardrail, GuardrailHit
 
 API = "/api/v1"
 
@@ -31,6 +32,7 @@ def populate(tenant, user):
     provider = Provider.objects.create(name=f"{slug}-mock", kind="mock", tenant=tenant)
     api_key, plain = api_key_create(tenant=tenant, name=f"{slug}-key", user=user)
     now = timezone.now()
+    guardrail = Guardrail.objects.create(tenant=tenant, name=f"{slug}-cards", detector="card", action="mask")
     return {
         "tenant": tenant,
         "user": user,
@@ -58,6 +60,10 @@ def populate(tenant, user):
             cost=Decimal("0.001"),
             prompt="hi",
             completion="hello",
+        ),
+        "guardrail": guardrail,
+        "guardrail_hit": GuardrailHit.objects.create(
+            guardrail=guardrail, day=now.date(), action="mask", shadow=False, count=4
         ),
         "usage": TokenUsageMetric.objects.create(
             bucket=now.replace(minute=0, second=0, microsecond=0),

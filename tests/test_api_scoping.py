@@ -19,6 +19,7 @@ DETAIL = {
     "provider-detail": "provider",
     "model-route-detail": "route",
     "quota-detail": "quota",
+    "guardrail-detail": "guardrail",
     "audit-log-detail": "audit_log",
     "request-log-detail": "request_log",
 }

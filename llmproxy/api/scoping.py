@@ -17,7 +17,7 @@ from audit.models import AuditLog, RequestLog
 from keys.models import ApiKey
 from providers.models import ModelRoute, Provider
 from quotas.models import QuotaLimit, TokenUsageMetric
-from tenants.models import Tenant, User
+from tenants.models import Guardrail, GuardrailHit, Tenant, User
 
 ADMIN = User.Role.ADMIN
 TENANT_ADMIN = User.Role.TENANT_ADMIN
@@ -50,6 +50,8 @@ RULES = {
     Provider: Rule(shared_rows=True),
     ModelRoute: Rule(shared_rows=True),
     QuotaLimit: Rule(),
+    Guardrail: Rule(),
+    GuardrailHit: Rule(tenant_field="guardrail__tenant"),
     AuditLog: Rule(),
     RequestLog: Rule(),
     TokenUsageMetric: Rule(user_field="api_key__user"),

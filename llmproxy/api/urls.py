@@ -1,6 +1,6 @@
 from django.urls import path
 
-from llmproxy.api.views import auth, keys, logs, providers, quotas, routes, tenants, usage, users
+from llmproxy.api.views import auth, guardrails, keys, logs, providers, quotas, routes, tenants, usage, users
 
 app_name = "api"
 
@@ -21,6 +21,9 @@ urlpatterns = [
     path("model-routes/<int:pk>/", routes.ModelRouteDetailApi.as_view(), name="model-route-detail"),
     path("quotas/", quotas.QuotaListApi.as_view(), name="quota-list"),
     path("quotas/<int:pk>/", quotas.QuotaDetailApi.as_view(), name="quota-detail"),
+    path("guardrails/", guardrails.GuardrailListApi.as_view(), name="guardrail-list"),
+    path("guardrails/<int:pk>/", guardrails.GuardrailDetailApi.as_view(), name="guardrail-detail"),
+    path("guardrail-hits/", guardrails.GuardrailHitListApi.as_view(), name="guardrail-hit-list"),
     path("audit-logs/", logs.AuditLogListApi.as_view(), name="audit-log-list"),
     path("audit-logs/<int:pk>/", logs.AuditLogDetailApi.as_view(), name="audit-log-detail"),
     path("request-logs/", logs.RequestLogListApi.as_view(), name="request-log-list"),

@@ -10,6 +10,11 @@ What reaches the upstream depends on the route that serves it:
 - any other kind: the OpenAI translation, and the answer translated back to
   an Anthropic message or event stream.
 
+Either way the tenant's response guardrails see the Anthropic message or
+events the client is about to get: text blocks masked, a match split across
+two text deltas still masked (an EventMasker holds a little text back), a
+blocked plain answer a 400 and a blocked stream a final ``error`` event.
+
 Errors come in Anthropic's shape (``error_shape``).
 """
 
@@ -22,6 +27,7 @@ from llmproxy.gateway import sse
 from llmproxy.gateway.errors import GatewayError, bad_request
 from llmproxy.gateway.proxy import AuthenticatedConsumer, ProxyConsumer
 from llmproxy.gateway.validation import decode_json, is_int
+from llmproxy.guardrails.engine import GuardrailBlocked
 from providers import routing_table
 from providers.adapters.anthropic import NativeRequest
 from providers.adapters.base import UpstreamError
@@ -157,6 +163,9 @@ class MessagesConsumer(ProxyConsumer):
             message = openai_to_anthropic.message(
                 answer, model=model, input_tokens=input_tokens, output_tokens=output_tokens
             )
+        if state.guard is not None:
+            # After metering: a blocked answer's tokens were spent all the same.
+            state.guard.check_anthropic_answer(message)
         state.status = 200
         state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
         await self.send_json(200, orjson.dumps(message), self.ratelimit_headers, result.upstream_ms)
@@ -170,10 +179,12 @@ class MessagesConsumer(ProxyConsumer):
         budget = state.output_budget
         if budget is not None:
             state.meter.count_output_as_it_streams()
+        # Response rules: text deltas masked as they pass, a little text held back across events.
+        masker = state.guard.anthropic_stream() if state.guard is not None else None
         try:
             item = result.first_chunk
             while True:
-                for event in relay.feed(item):
+                for event in _masked(masker, relay.feed(item)):
                     await send({"type": "http.response.body", "body": _frame(event), "more_body": True})
                     if state.ttfb_ms is None:
                         state.ttfb_ms = (time.perf_counter() - self.started_at) * 1000
@@ -190,8 +201,21 @@ class MessagesConsumer(ProxyConsumer):
                     item = await result.chunks.__anext__()
                 except StopAsyncIteration:
                     break
-            closing = b"".join(_frame(event) for event in relay.finish())
-            await send({"type": "http.response.body", "body": closing, "more_body": False})
+            closing = list(_masked(masker, relay.finish()))
+            if masker is not None:
+                closing.extend(masker.finish())
+            body = b"".join(_frame(event) for event in closing)
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        except GuardrailBlocked as exc:
+            # The answer stops before the match: Anthropic's error event naming the rule, no message_stop.
+            state.error_type = exc.code
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": sse.frame(exc.anthropic_body(), "error"),
+                    "more_body": False,
+                }
+            )
         except UpstreamError as exc:
             # Anthropic's own way to end a broken stream: an error event, never a message_stop.
             state.error_type = "upstream_stream_error"
@@ -204,6 +228,15 @@ class MessagesConsumer(ProxyConsumer):
             )
         finally:
             await result.chunks.aclose()
+
+
+def _masked(masker, events):
+    """``events`` as the response guardrails let them out (all of them when none apply)."""
+    if masker is None:
+        yield from events
+        return
+    for event in events:
+        yield from masker.filter_event(event)
 
 
 class _PassThrough:

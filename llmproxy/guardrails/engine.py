@@ -11,7 +11,9 @@ dict lookup for it. A ``RequestGuard`` then applies them:
   client's is not modified), flags are recorded;
 - ``check_anthropic_request``: the same on an Anthropic Messages request;
 - ``check_answer``: response-direction rules on a plain answer, in place;
-- ``stream``: a ChunkMasker for a streamed answer (stream_mask.py).
+- ``check_anthropic_answer``: the same on an Anthropic message (/v1/messages);
+- ``stream``: a ChunkMasker for a streamed answer (stream_mask.py);
+- ``anthropic_stream``: an EventMasker for a streamed Anthropic message.
 
 A rule in shadow mode never changes or stops anything: it records the hit it
 would have had. Hits go to Prometheus at once and to ``hits`` for the usage
@@ -253,6 +255,18 @@ class RequestGuard:
             elif isinstance(choice.get("text"), str):
                 choice["text"] = self._scan(rules, choice["text"], RESPONSE)
 
+    def check_anthropic_answer(self, message: dict):
+        """Mask an Anthropic message's text blocks in place. Raises GuardrailBlocked."""
+        rules = self.selection.response
+        if not rules or not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            return
+        content = message["content"]
+        for i, block in enumerate(content):
+            if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                text = self._scan(rules, block["text"], RESPONSE)
+                if text is not block["text"]:
+                    content[i] = {**block, "text": text}
+
     def stream(self, endpoint: str):
         """A ChunkMasker for this request's streamed answer, or None when no rule looks at answers."""
         if not self.selection.response:
@@ -262,6 +276,14 @@ class RequestGuard:
         return ChunkMasker(
             self.selection.response, lambda rule: self.hit(rule, RESPONSE), chat=endpoint == "chat"
         )
+
+    def anthropic_stream(self):
+        """An EventMasker for a streamed Anthropic message, or None when no rule looks at answers."""
+        if not self.selection.response:
+            return None
+        from llmproxy.guardrails.stream_mask import EventMasker
+
+        return EventMasker(self.selection.response, lambda rule: self.hit(rule, RESPONSE))
 
 
 # --- the texts of a request ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Writes of guardrails that commands (and later the REST API) share."""
+"""Writes of guardrails that the command and the REST API share."""
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -20,13 +20,14 @@ def guardrail_create(
     words=(),
     models=(),
     api_keys=(),
+    is_active=True,
     actor=None,
 ) -> Guardrail:
     if Guardrail.objects.filter(tenant=tenant, name=name).exists():
-        raise ValidationError(f"guardrail {name!r} already exists in tenant {tenant.slug}")
+        raise ValidationError({"name": f"guardrail {name!r} already exists in tenant {tenant.slug}"})
     for api_key in api_keys:
         if api_key.tenant_id != tenant.pk:
-            raise ValidationError(f"API key {api_key.prefix} belongs to another tenant")
+            raise ValidationError({"api_keys": f"API key {api_key.prefix} belongs to another tenant"})
     guardrail = Guardrail(
         tenant=tenant,
         name=name,
@@ -37,6 +38,7 @@ def guardrail_create(
         pattern=pattern,
         words=list(words),
         models=list(models),
+        is_active=is_active,
     )
     guardrail.full_clean()
     guardrail.save()
@@ -52,6 +54,7 @@ def guardrail_create(
             "direction": direction,
             "action": action,
             "shadow": shadow,
+            "is_active": is_active,
             "models": list(models),
             "api_keys": [k.prefix for k in api_keys],
         },

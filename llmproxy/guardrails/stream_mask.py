@@ -18,7 +18,9 @@ of it leaves.
 
 ``ChunkMasker`` applies one StreamMasker per choice to OpenAI chunks (chat
 ``delta.content``, completions ``text``) in place, and flushes a choice at its
-``finish_reason``.
+``finish_reason``. ``EventMasker`` does the same for the events of a streamed
+Anthropic message (/v1/messages): one StreamMasker per content block on its
+``text_delta`` texts, flushed at the block's ``content_block_stop``.
 """
 
 from llmproxy.guardrails.detectors import redact
@@ -160,3 +162,58 @@ class ChunkMasker:
         else:
             chunk["choices"] = [{"index": index, "text": text, "finish_reason": None}]
         return chunk
+
+
+class EventMasker:
+    """A streamed Anthropic message's events, their text deltas masked, one StreamMasker per content block.
+
+    Only ``text_delta`` is read: tool input arrives as JSON fragments, and thinking
+    text is signed by the upstream (a changed one would be refused when sent back).
+    """
+
+    __slots__ = ("rules", "on_match", "_maskers")
+
+    def __init__(self, rules, on_match=None):
+        self.rules = tuple(rules)
+        self.on_match = on_match
+        self._maskers: dict = {}
+
+    def filter_event(self, event: dict) -> list[dict]:
+        """The events to send for ``event``: itself masked, none while its text is held, or the held
+        text of its block before it. May raise GuardrailBlocked."""
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta")
+            if not isinstance(delta, dict) or delta.get("type") != "text_delta":
+                return [event]
+            text = delta.get("text")
+            if not isinstance(text, str) or not text:
+                return [event]
+            index = event.get("index", 0)
+            masker = self._maskers.get(index)
+            if masker is None:
+                masker = self._maskers[index] = StreamMasker(self.rules, self.on_match)
+            out = masker.feed(text)
+            return [{**event, "delta": {**delta, "text": out}}] if out else []
+        if kind == "content_block_stop":
+            return [*self._flush(event.get("index", 0)), event]
+        if kind in ("message_delta", "message_stop"):
+            # A block the upstream never closed: its text goes before the message ends.
+            return [*self.finish(), event]
+        return [event]
+
+    def finish(self) -> list[dict]:
+        """Deltas for text still held when the stream ended without closing its blocks."""
+        events = []
+        for index in sorted(self._maskers):
+            events.extend(self._flush(index))
+        return events
+
+    def _flush(self, index) -> list[dict]:
+        masker = self._maskers.pop(index, None)
+        tail = masker.flush() if masker is not None else ""
+        if not tail:
+            return []
+        return [
+            {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": tail}}
+        ]
