@@ -20,6 +20,7 @@ import random
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -156,8 +157,14 @@ def run(env: dict, log_dir: Path, *, duration: float, concurrency=8, seed=1) -> 
         plan = prepare(mock)
         time.sleep(1.0)  # let both processes import and warm their pools before measuring memory
         rss_start = [round(procs.rss_mb(p.pid), 1) for p in proxies]
+        samples = []
+        sampler = threading.Thread(
+            target=_sample_rss, args=(proxies, samples, duration), daemon=True, name="rss-sampler"
+        )
+        sampler.start()
         result = asyncio.run(drive(bases, plan, duration, concurrency, seed))
         rss_end = [round(procs.rss_mb(p.pid), 1) for p in proxies]
+        sampler.join(timeout=5)
     finally:
         for process in proxies:
             process.stop()  # SIGTERM: the proxies write what they still hold
@@ -170,7 +177,22 @@ def run(env: dict, log_dir: Path, *, duration: float, concurrency=8, seed=1) -> 
         "rows_match": rows == result["requests"],
         "rss_start_mb": rss_start,
         "rss_end_mb": rss_end,
+        # Each proxy's RSS every tenth of the run: warm-up growth (pools, caches, the tokenizer)
+        # comes first; a leak would go on rising until the end.
+        "rss_samples_mb": samples,
+        "rss_growth_after_first_tenth_mb": [
+            round(end - first, 1)
+            for end, first in zip(rss_end, samples[0][1] if samples else rss_start, strict=True)
+        ],
     }
+
+
+def _sample_rss(proxies, samples, duration):
+    every = duration / 10
+    started = time.monotonic()
+    for i in range(1, 10):
+        time.sleep(max(0.0, started + i * every - time.monotonic()))
+        samples.append([round(i * every), [round(procs.rss_mb(p.pid), 1) for p in proxies]])
 
 
 def main():
