@@ -4,15 +4,24 @@ ScopedApi.get_queryset() applies llmproxy/api/scoping.py and cannot be
 overridden (a subclass that tries fails at import): views describe their rows
 in base_queryset() and the scope is added on top, so no view can forget it
 (the PostHog `TeamAndOrgViewSetMixin` idea).
+
+ScopedListApi, ScopedRetrieveApi and ScopedDetailApi hold the list, create,
+read, update and delete that most views share, each write audited; a view
+names its serializers and fields and fills in the hooks where its rules differ.
+They explain themselves in comments, not docstrings: drf-spectacular would
+publish a base's docstring as the description of every operation of its views.
 """
 
 import re
 from datetime import date, datetime
 from decimal import Decimal
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
-from rest_framework import permissions, serializers
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.services import audit_ip, audit_record
@@ -146,6 +155,141 @@ class ScopedApi(ApiView):
         if not scoping.may_change(obj, self.request.user):
             raise PermissionDenied("Only a platform admin can change this object.")
         return obj
+
+
+def _document_inherited(view_cls, **operations):
+    # The schema of the operations view_cls takes from its base, with its own
+    # serializers; an operation the view writes itself carries its own @extend_schema.
+    inherited = {
+        method: schema
+        for method, schema in operations.items()
+        if method not in vars(view_cls) and method in view_cls.http_method_names
+    }
+    extend_schema_view(**inherited)(view_cls)
+
+
+def _set_values(obj, values):
+    for field, value in values.items():
+        setattr(obj, field, value)
+
+
+# GET a page of what the caller can see; POST one new object, audited as
+# created. A view names model, OutputSerializer, InputSerializer, ordering and
+# audited_fields; check_create() and apply_change() are its hooks.
+class ScopedListApi(ScopedApi):
+    ordering = ()
+    audited_fields = ()  # the audit row holds their values (secrets redacted)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _document_inherited(
+            cls,
+            get=extend_schema(responses=cls.OutputSerializer(many=True)),
+            post=extend_schema(request=cls.InputSerializer, responses={201: cls.OutputSerializer}),
+        )
+
+    def get(self, request):
+        return self.paginated(self.get_queryset().order_by(*self.ordering), self.OutputSerializer)
+
+    def post(self, request):
+        data = self.InputSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        self.check_create(values)
+        with transaction.atomic():
+            obj = self.model()
+            self.apply_change(obj, values)
+            obj.full_clean()
+            obj.save()
+            self.audit("create", obj, changes({}, snapshot(obj, self.audited_fields)))
+        return Response(self.OutputSerializer(obj).data, status=status.HTTP_201_CREATED)
+
+    def check_create(self, values):
+        """Refuse what the caller's role may not create, or fill in defaults (``values`` may be changed)."""
+
+    def apply_change(self, obj, values):
+        """Set the validated values on the new object."""
+        _set_values(obj, values)
+
+
+# GET one object the caller can see (else 404).
+class ScopedRetrieveApi(ScopedApi):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if hasattr(cls, "OutputSerializer"):  # ScopedDetailApi, a base, has none
+            _document_inherited(cls, get=extend_schema(responses=cls.OutputSerializer))
+
+    def get(self, request, pk):
+        return Response(self.OutputSerializer(self.get_object()).data)
+
+
+# GET, PATCH and DELETE one object the caller can see; PATCH and DELETE only
+# if they may change it. A PATCH locks the row, applies the values, and saves
+# and audits only what changed (audited_fields, before and after). A view
+# names model, OutputSerializer, InputSerializer and audited_fields;
+# check_change(), apply_change() and check_delete() are its hooks, locked()
+# and save_change() the rarer ones.
+class ScopedDetailApi(ScopedRetrieveApi):
+    audited_fields = ()  # compared before and after; the audit row holds what differs (secrets redacted)
+    partial_update = True  # False: a PATCH gives every field of InputSerializer
+    full_clean_before_save = True  # False: the serializer and check_change() are the whole validation
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _document_inherited(
+            cls,
+            patch=extend_schema(request=cls.InputSerializer, responses=cls.OutputSerializer),
+            delete=extend_schema(responses={204: None}),
+        )
+
+    def patch(self, request, pk):
+        obj = self.get_changeable_object()
+        data = self.InputSerializer(
+            obj, data=request.data, partial=self.partial_update, context={"request": request}
+        )
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        self.check_change(obj, values)
+        with transaction.atomic():
+            obj = self.locked(obj)
+            changed = self.save_change(obj, values)
+            if changed:
+                self.audit("update", obj, changed)
+        return Response(self.OutputSerializer(obj).data)
+
+    def delete(self, request, pk):
+        obj = self.get_changeable_object()
+        self.check_delete(obj)
+        with transaction.atomic():
+            # Recorded first, while the object has its id; the audit rows outlive it.
+            self.audit("delete", obj, {})
+            obj.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def check_change(self, obj, values):
+        """Refuse a change the caller's role may not make (before the row is locked)."""
+
+    def check_delete(self, obj):
+        """Refuse a delete the caller's role may not make."""
+
+    def locked(self, obj):
+        """``obj`` (found through the scope) read again, its row locked until the transaction ends."""
+        return self.model._default_manager.select_for_update().get(pk=obj.pk)
+
+    def apply_change(self, obj, values):
+        """Set the validated values on the locked object."""
+        _set_values(obj, values)
+
+    def save_change(self, obj, values):
+        """Apply ``values`` to the locked ``obj`` and save it if anything changed: {field: [old, new]}."""
+        before = snapshot(obj, self.audited_fields)
+        self.apply_change(obj, values)
+        if self.full_clean_before_save:
+            obj.full_clean()
+        changed = changes(before, snapshot(obj, self.audited_fields))
+        if changed:
+            obj.save()
+        return changed
 
 
 class ScopedRelatedField(serializers.PrimaryKeyRelatedField):

@@ -7,13 +7,12 @@ tenant wants kept out of sight.
 """
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from keys.models import ApiKey
-from llmproxy.api.base import ScopedApi, ScopedRelatedField, changes, snapshot
+from llmproxy.api.base import ScopedApi, ScopedDetailApi, ScopedListApi, ScopedRelatedField
 from llmproxy.api.fields import ModelNamesField
 from llmproxy.api.pagination import Pages
 from llmproxy.guardrails.regex_timeout import MAX_PATTERN_LENGTH
@@ -101,9 +100,10 @@ def _audited(changed):
     return changed
 
 
-class GuardrailListApi(ScopedApi):
+class GuardrailListApi(ScopedListApi):
     model = Guardrail
     pagination_class = Pages
+    ordering = ("tenant_id", "name", "id")
 
     class OutputSerializer(GuardrailOutput):
         pass
@@ -115,10 +115,6 @@ class GuardrailListApi(ScopedApi):
 
     def base_queryset(self):
         return Guardrail.objects.prefetch_related("api_keys")
-
-    @extend_schema(responses=OutputSerializer(many=True))
-    def get(self, request):
-        return self.paginated(self.get_queryset().order_by("tenant_id", "name", "id"), self.OutputSerializer)
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
     def post(self, request):
@@ -133,8 +129,9 @@ class GuardrailListApi(ScopedApi):
         return Response(self.OutputSerializer(guardrail).data, status=status.HTTP_201_CREATED)
 
 
-class GuardrailDetailApi(ScopedApi):
+class GuardrailDetailApi(ScopedDetailApi):
     model = Guardrail
+    audited_fields = FIELDS
 
     class OutputSerializer(GuardrailOutput):
         pass
@@ -145,46 +142,20 @@ class GuardrailDetailApi(ScopedApi):
     def base_queryset(self):
         return Guardrail.objects.prefetch_related("api_keys")
 
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request, pk):
-        return Response(self.OutputSerializer(self.get_object()).data)
+    def check_change(self, guardrail, values):
+        if values.get("api_keys") is not None:
+            _check_keys(values["api_keys"], guardrail.tenant)
 
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    def patch(self, request, pk):
-        guardrail = self.get_changeable_object()
-        data = self.InputSerializer(data=request.data, partial=True, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
+    def save_change(self, guardrail, values):
         api_keys = values.pop("api_keys", None)
+        keys_before = _key_prefixes(guardrail)
+        changed = super().save_change(guardrail, values)
         if api_keys is not None:
-            _check_keys(api_keys, guardrail.tenant)
-        with transaction.atomic():
-            guardrail = Guardrail.objects.select_for_update().get(pk=guardrail.pk)
-            before = snapshot(guardrail, FIELDS)
-            keys_before = _key_prefixes(guardrail)
-            for field, value in values.items():
-                setattr(guardrail, field, value)
-            guardrail.full_clean()
-            changed = changes(before, snapshot(guardrail, FIELDS))
-            if changed:
-                guardrail.save()
-            if api_keys is not None:
-                guardrail.api_keys.set(api_keys)
-                keys_after = _key_prefixes(guardrail)
-                if keys_after != keys_before:
-                    changed["api_keys"] = [keys_before, keys_after]
-            if changed:
-                self.audit("update", guardrail, _audited(changed))
-        guardrail = self.get_queryset().get(pk=guardrail.pk)  # the keys as saved
-        return Response(self.OutputSerializer(guardrail).data)
-
-    @extend_schema(responses={204: None})
-    def delete(self, request, pk):
-        guardrail = self.get_changeable_object()
-        with transaction.atomic():
-            self.audit("delete", guardrail, {})
-            guardrail.delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)
+            guardrail.api_keys.set(api_keys)
+            keys_after = _key_prefixes(guardrail)
+            if keys_after != keys_before:
+                changed["api_keys"] = [keys_before, keys_after]
+        return _audited(changed)
 
 
 class GuardrailHitListApi(ScopedApi):

@@ -1,7 +1,6 @@
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -9,7 +8,7 @@ from rest_framework.response import Response
 
 from keys.models import ApiKey
 from keys.services import api_key_create, api_key_revoke, api_key_rotate
-from llmproxy.api.base import ScopedApi, ScopedRelatedField, changes, snapshot
+from llmproxy.api.base import ScopedApi, ScopedDetailApi, ScopedRelatedField
 from llmproxy.api.exceptions import Conflict
 from llmproxy.api.fields import ModelNamesField
 from llmproxy.api.pagination import Pages
@@ -127,10 +126,15 @@ class KeyListApi(ScopedApi):
         return Response(self.IssuedSerializer(api_key).data, status=status.HTTP_201_CREATED)
 
 
-class KeyDetailApi(ScopedApi):
+class KeyDetailApi(ScopedDetailApi):
     model = ApiKey
     read_roles = ALL_ROLES
     write_roles = (ADMIN, TENANT_ADMIN)
+    # No DELETE: a key is revoked (KeyRevokeApi). The fields a PATCH takes are
+    # checked by the serializer and check_change(), not by full_clean().
+    http_method_names = ("get", "patch", "head", "options")
+    audited_fields = EDITABLE
+    full_clean_before_save = False
 
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200, required=False, allow_blank=True)
@@ -141,30 +145,15 @@ class KeyDetailApi(ScopedApi):
     class OutputSerializer(KeyOutput):
         pass
 
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request, pk):
-        return Response(self.OutputSerializer(self.get_object()).data)
-
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    def patch(self, request, pk):
-        api_key = self.get_changeable_object()
-        data = self.InputSerializer(data=request.data, partial=True, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
+    def check_change(self, api_key, values):
         if "user" in values:
             _check_user_tenant(values["user"], api_key.tenant)
         if values.get("expires_at") is not None:
             _check_future(values["expires_at"])
-        with transaction.atomic():
-            api_key = ApiKey.objects.select_for_update().select_related("tenant").get(pk=api_key.pk)
-            before = snapshot(api_key, EDITABLE)
-            for field, value in values.items():
-                setattr(api_key, field, value)
-            changed = changes(before, snapshot(api_key, EDITABLE))
-            if changed:
-                api_key.save()
-                self.audit("update", api_key, changed)
-        return Response(self.OutputSerializer(api_key).data)
+
+    def locked(self, api_key):
+        # With its tenant, which the audit row names.
+        return ApiKey.objects.select_for_update().select_related("tenant").get(pk=api_key.pk)
 
 
 class KeyRotateApi(ScopedApi):

@@ -2,11 +2,10 @@
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.response import Response
 
 from audit.models import AuditLog, RequestLog
 from keys.models import ApiKey
-from llmproxy.api.base import ScopedApi
+from llmproxy.api.base import ScopedApi, ScopedRetrieveApi
 from llmproxy.api.pagination import LogCursor
 
 
@@ -85,15 +84,11 @@ class AuditLogListApi(ScopedApi):
         return self.paginated(rows, self.OutputSerializer)
 
 
-class AuditLogDetailApi(ScopedApi):
+class AuditLogDetailApi(ScopedRetrieveApi):
     model = AuditLog
 
     class OutputSerializer(AuditLogOutput):
         pass
-
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request, pk):
-        return Response(self.OutputSerializer(self.get_object()).data)
 
 
 REQUEST_FIELDS = (
@@ -154,7 +149,7 @@ class RequestLogListApi(ScopedApi):
         return self.paginated(rows, self.OutputSerializer)
 
 
-class RequestLogDetailApi(ScopedApi):
+class RequestLogDetailApi(ScopedRetrieveApi):
     model = RequestLog
 
     class OutputSerializer(RequestLogOutput):
@@ -162,7 +157,3 @@ class RequestLogDetailApi(ScopedApi):
             # Only stored when the tenant opted in, and then redacted (audit/redaction.py).
             fields = (*REQUEST_FIELDS, "prompt", "completion")
             read_only_fields = fields
-
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request, pk):
-        return Response(self.OutputSerializer(self.get_object()).data)

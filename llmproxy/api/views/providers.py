@@ -1,11 +1,8 @@
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.response import Response
 
-from llmproxy.api.base import ScopedApi, ScopedRelatedField, changes, snapshot
+from llmproxy.api.base import ScopedDetailApi, ScopedListApi, ScopedRelatedField
 from llmproxy.api.fields import FiniteFloatField, JSONObjectField
 from llmproxy.api.pagination import Pages
 from providers.models import Provider
@@ -78,9 +75,11 @@ def _apply(provider, values):
             setattr(provider, field, value)
 
 
-class ProviderListApi(ScopedApi):
+class ProviderListApi(ScopedListApi):
     model = Provider
     pagination_class = Pages
+    ordering = ("name", "id")
+    audited_fields = AUDITED
 
     class OutputSerializer(ProviderOutput):
         pass
@@ -88,31 +87,19 @@ class ProviderListApi(ScopedApi):
     class InputSerializer(ProviderInput):
         pass
 
-    @extend_schema(responses=OutputSerializer(many=True))
-    def get(self, request):
-        providers = self.get_queryset().order_by("name", "id")
-        return self.paginated(providers, self.OutputSerializer)
-
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
-    def post(self, request):
-        data = self.InputSerializer(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
+    def check_create(self, values):
         if not self.is_platform_admin:
             if "tenant" in values and values["tenant"] is None:
                 raise PermissionDenied("Only a platform admin can create shared providers.")
-            values["tenant"] = request.user.tenant
-        with transaction.atomic():
-            provider = Provider()
-            _apply(provider, values)
-            provider.full_clean()
-            provider.save()
-            self.audit("create", provider, changes({}, snapshot(provider, AUDITED)))
-        return Response(self.OutputSerializer(provider).data, status=status.HTTP_201_CREATED)
+            values["tenant"] = self.request.user.tenant
+
+    def apply_change(self, provider, values):
+        _apply(provider, values)
 
 
-class ProviderDetailApi(ScopedApi):
+class ProviderDetailApi(ScopedDetailApi):
     model = Provider
+    audited_fields = AUDITED
 
     class OutputSerializer(ProviderOutput):
         pass
@@ -120,36 +107,12 @@ class ProviderDetailApi(ScopedApi):
     class InputSerializer(ProviderInput):
         pass
 
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request, pk):
-        return Response(self.OutputSerializer(self.get_object()).data)
-
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    def patch(self, request, pk):
-        provider = self.get_changeable_object()
-        data = self.InputSerializer(data=request.data, partial=True, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
+    def check_change(self, provider, values):
         moving = values.get("tenant", provider.tenant) != provider.tenant
         if moving and not self.is_platform_admin:
             raise PermissionDenied("Only a platform admin can move a provider.")
         if moving and provider.routes.exists():
             raise ValidationError({"tenant": "Routes use this provider: move or delete them first."})
-        with transaction.atomic():
-            provider = Provider.objects.select_for_update().get(pk=provider.pk)
-            before = snapshot(provider, AUDITED)
-            _apply(provider, values)
-            provider.full_clean()
-            changed = changes(before, snapshot(provider, AUDITED))
-            if changed:
-                provider.save()
-                self.audit("update", provider, changed)
-        return Response(self.OutputSerializer(provider).data)
 
-    @extend_schema(responses={204: None})
-    def delete(self, request, pk):
-        provider = self.get_changeable_object()
-        with transaction.atomic():
-            self.audit("delete", provider, {})
-            provider.delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)
+    def apply_change(self, provider, values):
+        _apply(provider, values)

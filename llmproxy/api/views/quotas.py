@@ -1,12 +1,10 @@
 from decimal import Decimal
 
-from django.db import transaction
-from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import serializers, status
-from rest_framework.response import Response
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 
 from keys.models import ApiKey
-from llmproxy.api.base import ScopedApi, ScopedRelatedField, changes, snapshot
+from llmproxy.api.base import ScopedDetailApi, ScopedListApi, ScopedRelatedField
 from llmproxy.api.pagination import Pages
 from quotas.applicable import as_limit
 from quotas.limiter import current_usage
@@ -80,9 +78,11 @@ class QuotaInput(serializers.Serializer):
     )
 
 
-class QuotaListApi(ScopedApi):
+class QuotaListApi(ScopedListApi):
     model = QuotaLimit
     pagination_class = Pages
+    ordering = ("id",)
+    audited_fields = FIELDS
 
     class OutputSerializer(QuotaOutput):
         pass
@@ -93,64 +93,24 @@ class QuotaListApi(ScopedApi):
     def base_queryset(self):
         return QuotaLimit.objects.select_related("tenant", "user", "api_key")
 
-    @extend_schema(responses=OutputSerializer(many=True))
-    def get(self, request):
-        return self.paginated(self.get_queryset().order_by("id"), self.OutputSerializer)
-
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
-    def post(self, request):
-        data = self.InputSerializer(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
+    def check_create(self, values):
         if not self.is_platform_admin:
-            values["tenant"] = request.user.tenant
+            values["tenant"] = self.request.user.tenant
         elif values.get("tenant") is None:
             # The key's or user's tenant when they name one; a tenant-wide limit names it.
             target = values.get("api_key") or values.get("user")
             values["tenant"] = getattr(target, "tenant", None)
         if values["tenant"] is None:
             raise serializers.ValidationError({"tenant": "Name the limit's tenant."})
-        with transaction.atomic():
-            quota = QuotaLimit(**values)
-            quota.full_clean()
-            quota.save()
-            self.audit("create", quota, changes({}, snapshot(quota, FIELDS)))
-        return Response(self.OutputSerializer(quota).data, status=status.HTTP_201_CREATED)
 
 
-class QuotaDetailApi(ScopedApi):
+class QuotaDetailApi(ScopedDetailApi):
     model = QuotaLimit
+    audited_fields = FIELDS
+    partial_update = False  # the limit is all a PATCH changes, and it names it
 
     class OutputSerializer(QuotaOutput):
         pass
 
     class InputSerializer(serializers.Serializer):
         limit = serializers.DecimalField(max_digits=18, decimal_places=6, min_value=Decimal(0))
-
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request, pk):
-        return Response(self.OutputSerializer(self.get_object()).data)
-
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    def patch(self, request, pk):
-        quota = self.get_changeable_object()
-        data = self.InputSerializer(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        with transaction.atomic():
-            quota = QuotaLimit.objects.select_for_update().get(pk=quota.pk)
-            before = snapshot(quota, FIELDS)
-            quota.limit = data.validated_data["limit"]
-            quota.full_clean()
-            changed = changes(before, snapshot(quota, FIELDS))
-            if changed:
-                quota.save()
-                self.audit("update", quota, changed)
-        return Response(self.OutputSerializer(quota).data)
-
-    @extend_schema(responses={204: None})
-    def delete(self, request, pk):
-        quota = self.get_changeable_object()
-        with transaction.atomic():
-            self.audit("delete", quota, {})
-            quota.delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,12 +1,9 @@
 from decimal import Decimal
 
-from django.db import transaction
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.response import Response
 
-from llmproxy.api.base import ScopedApi, ScopedRelatedField, changes, snapshot
+from llmproxy.api.base import ScopedDetailApi, ScopedListApi, ScopedRelatedField
 from llmproxy.api.pagination import Pages
 from providers.models import ModelRoute, Provider
 from tenants.models import Tenant
@@ -62,9 +59,11 @@ class RouteInput(serializers.Serializer):
     )
 
 
-class ModelRouteListApi(ScopedApi):
+class ModelRouteListApi(ScopedListApi):
     model = ModelRoute
     pagination_class = Pages
+    ordering = ("model", "priority", "-weight", "id")
+    audited_fields = FIELDS
 
     class OutputSerializer(RouteOutput):
         pass
@@ -72,30 +71,16 @@ class ModelRouteListApi(ScopedApi):
     class InputSerializer(RouteInput):
         pass
 
-    @extend_schema(responses=OutputSerializer(many=True))
-    def get(self, request):
-        routes = self.get_queryset().order_by("model", "priority", "-weight", "id")
-        return self.paginated(routes, self.OutputSerializer)
-
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
-    def post(self, request):
-        data = self.InputSerializer(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
+    def check_create(self, values):
         if not self.is_platform_admin:
             if "tenant" in values and values["tenant"] is None:
                 raise PermissionDenied("Only a platform admin can create shared routes.")
-            values["tenant"] = request.user.tenant
-        with transaction.atomic():
-            route = ModelRoute(**values)
-            route.full_clean()
-            route.save()
-            self.audit("create", route, changes({}, snapshot(route, FIELDS)))
-        return Response(self.OutputSerializer(route).data, status=status.HTTP_201_CREATED)
+            values["tenant"] = self.request.user.tenant
 
 
-class ModelRouteDetailApi(ScopedApi):
+class ModelRouteDetailApi(ScopedDetailApi):
     model = ModelRoute
+    audited_fields = FIELDS
 
     class OutputSerializer(RouteOutput):
         pass
@@ -103,34 +88,6 @@ class ModelRouteDetailApi(ScopedApi):
     class InputSerializer(RouteInput):
         pass
 
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request, pk):
-        return Response(self.OutputSerializer(self.get_object()).data)
-
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    def patch(self, request, pk):
-        route = self.get_changeable_object()
-        data = self.InputSerializer(data=request.data, partial=True, context={"request": request})
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
+    def check_change(self, route, values):
         if values.get("tenant", route.tenant) != route.tenant and not self.is_platform_admin:
             raise PermissionDenied("Only a platform admin can move a route.")
-        with transaction.atomic():
-            route = ModelRoute.objects.select_for_update().get(pk=route.pk)
-            before = snapshot(route, FIELDS)
-            for field, value in values.items():
-                setattr(route, field, value)
-            route.full_clean()
-            changed = changes(before, snapshot(route, FIELDS))
-            if changed:
-                route.save()
-                self.audit("update", route, changed)
-        return Response(self.OutputSerializer(route).data)
-
-    @extend_schema(responses={204: None})
-    def delete(self, request, pk):
-        route = self.get_changeable_object()
-        with transaction.atomic():
-            self.audit("delete", route, {})
-            route.delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,10 +1,7 @@
-from django.db import transaction
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.response import Response
 
-from llmproxy.api.base import ScopedApi, changes, snapshot
+from llmproxy.api.base import ScopedDetailApi, ScopedListApi
 from llmproxy.api.fields import ModelNamesField
 from llmproxy.api.pagination import Pages
 from llmproxy.api.scoping import ADMIN, TENANT_ADMIN
@@ -41,10 +38,12 @@ class TenantInput(serializers.ModelSerializer):
         fields = FIELDS
 
 
-class TenantListApi(ScopedApi):
+class TenantListApi(ScopedListApi):
     model = Tenant
     pagination_class = Pages
     write_roles = (ADMIN,)
+    ordering = ("slug",)
+    audited_fields = FIELDS
 
     class OutputSerializer(TenantOutput):
         pass
@@ -52,25 +51,11 @@ class TenantListApi(ScopedApi):
     class InputSerializer(TenantInput):
         pass
 
-    @extend_schema(responses=OutputSerializer(many=True))
-    def get(self, request):
-        return self.paginated(self.get_queryset().order_by("slug"), self.OutputSerializer)
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
-    def post(self, request):
-        data = self.InputSerializer(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        with transaction.atomic():
-            tenant = Tenant(**data.validated_data)
-            tenant.full_clean()
-            tenant.save()
-            self.audit("create", tenant, changes({}, snapshot(tenant, FIELDS)))
-        return Response(self.OutputSerializer(tenant).data, status=status.HTTP_201_CREATED)
-
-
-class TenantDetailApi(ScopedApi):
+class TenantDetailApi(ScopedDetailApi):
     model = Tenant
     read_roles = (ADMIN, TENANT_ADMIN)
+    audited_fields = FIELDS
 
     class OutputSerializer(TenantOutput):
         pass
@@ -78,37 +63,11 @@ class TenantDetailApi(ScopedApi):
     class InputSerializer(TenantInput):
         pass
 
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request, pk):
-        return Response(self.OutputSerializer(self.get_object()).data)
-
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    def patch(self, request, pk):
-        tenant = self.get_changeable_object()
-        data = self.InputSerializer(tenant, data=request.data, partial=True, context={"request": request})
-        data.is_valid(raise_exception=True)
-        forbidden = [f for f in PLATFORM_ONLY_FIELDS if f in data.validated_data]
+    def check_change(self, tenant, values):
+        forbidden = [f for f in PLATFORM_ONLY_FIELDS if f in values]
         if forbidden and not self.is_platform_admin:
             raise PermissionDenied(f"Only a platform admin can change {', '.join(forbidden)}.")
-        with transaction.atomic():
-            tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
-            before = snapshot(tenant, FIELDS)
-            for field, value in data.validated_data.items():
-                setattr(tenant, field, value)
-            tenant.full_clean()
-            changed = changes(before, snapshot(tenant, FIELDS))
-            if changed:
-                tenant.save()
-                self.audit("update", tenant, changed)
-        return Response(self.OutputSerializer(tenant).data)
 
-    @extend_schema(responses={204: None})
-    def delete(self, request, pk):
-        tenant = self.get_object()
+    def check_delete(self, tenant):
         if not self.is_platform_admin:
             raise PermissionDenied("Only a platform admin can delete a tenant.")
-        with transaction.atomic():
-            # Recorded first: the row goes, and the tenant's audit rows are kept (tenant set to NULL).
-            self.audit("delete", tenant, {})
-            tenant.delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,12 +1,11 @@
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
-from llmproxy.api.base import ApiView, ScopedApi, ScopedRelatedField, changes, snapshot
+from llmproxy.api.base import ApiView, ScopedDetailApi, ScopedListApi, ScopedRelatedField
 from llmproxy.api.pagination import Pages
 from llmproxy.api.scoping import ADMIN, TENANT_ADMIN, USER
 from tenants.models import Tenant, User
@@ -61,9 +60,11 @@ def _apply(view, user, data, *, creating):
         user.set_unusable_password()
 
 
-class UserListApi(ScopedApi):
+class UserListApi(ScopedListApi):
     model = User
     pagination_class = Pages
+    ordering = ("username",)
+    audited_fields = AUDITED
 
     class OutputSerializer(UserOutput):
         pass
@@ -71,27 +72,16 @@ class UserListApi(ScopedApi):
     class InputSerializer(UserInput):
         pass
 
-    @extend_schema(responses=OutputSerializer(many=True))
-    def get(self, request):
-        users = self.get_queryset().select_related("tenant").order_by("username")
-        return self.paginated(users, self.OutputSerializer)
+    def base_queryset(self):
+        return User.objects.select_related("tenant")
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
-    def post(self, request):
-        data = self.InputSerializer(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        with transaction.atomic():
-            user = User()
-            _apply(self, user, dict(data.validated_data), creating=True)
-            user.full_clean()
-            user.save()
-            after = snapshot(user, AUDITED)
-            self.audit("create", user, changes({}, after))
-        return Response(self.OutputSerializer(user).data, status=status.HTTP_201_CREATED)
+    def apply_change(self, user, values):
+        _apply(self, user, values, creating=True)
 
 
-class UserDetailApi(ScopedApi):
+class UserDetailApi(ScopedDetailApi):
     model = User
+    audited_fields = AUDITED
 
     class OutputSerializer(UserOutput):
         pass
@@ -99,35 +89,12 @@ class UserDetailApi(ScopedApi):
     class InputSerializer(UserInput):
         pass
 
-    @extend_schema(responses=OutputSerializer)
-    def get(self, request, pk):
-        return Response(self.OutputSerializer(self.get_object()).data)
+    def apply_change(self, user, values):
+        _apply(self, user, values, creating=False)
 
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    def patch(self, request, pk):
-        user = self.get_changeable_object()
-        data = self.InputSerializer(user, data=request.data, partial=True, context={"request": request})
-        data.is_valid(raise_exception=True)
-        with transaction.atomic():
-            user = User.objects.select_for_update().get(pk=user.pk)
-            before = snapshot(user, AUDITED)
-            _apply(self, user, dict(data.validated_data), creating=False)
-            user.full_clean()
-            changed = changes(before, snapshot(user, AUDITED))
-            if changed:
-                user.save()
-                self.audit("update", user, changed)
-        return Response(self.OutputSerializer(user).data)
-
-    @extend_schema(responses={204: None})
-    def delete(self, request, pk):
-        user = self.get_changeable_object()
-        if user.pk == request.user.pk:
+    def check_delete(self, user):
+        if user.pk == self.request.user.pk:
             raise PermissionDenied("You cannot delete yourself.")
-        with transaction.atomic():
-            self.audit("delete", user, {})
-            user.delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MeApi(ApiView):
