@@ -5,12 +5,21 @@ upstream model name (``mock-1?chunks=3&fail_status=503``), so one mock
 provider can serve many test scenarios:
 
 - ``reply``: the answer text (default: echoes the last user message)
+- ``reply_chars``: the answer text repeated (or cut) to this many characters
 - ``chunks``: number of content chunks in a stream (default 5)
 - ``latency_ms``: wait before the answer / first chunk
 - ``chunk_delay_ms``: wait between chunks
 - ``fail_status``: answer every request with this HTTP status (``retry_after``: with that Retry-After)
 - ``fail_after_chunks``: break a stream after this many chunks
 - ``hang``: never answer; ``reset``: close the connection without answering (mock server only)
+- ``reset_after_chunks``: reset the connection (RST) after this many chunks of a stream;
+  ``reset_after_bytes``: after this many bytes of a plain answer's body (mock server only)
+- ``stall_after_chunks``: send this many chunks of a stream, then nothing more, the
+  connection kept open (mock server only)
+- ``drip_ms``: send the answer (a plain body, or each event of a stream) ``drip_bytes``
+  (default 16) bytes at a time, waiting this long between writes (mock server only)
+- ``pad_bytes``: add that many bytes of filler to every chunk of a stream (field
+  ``x_mock_padding``): large streams whose text, and so the proxy's count of it, stays small
 - ``fail_first``: the faults above apply to the first N requests for this exact
   model name only, later ones succeed (mock server only: it counts requests)
 - ``usage``: report usage (default true); false makes the proxy estimate it
@@ -34,9 +43,25 @@ _INT_OPTIONS = (
     "hang",
     "reset",
     "fail_first",
+    "reset_after_chunks",
+    "reset_after_bytes",
+    "stall_after_chunks",
+    "drip_ms",
+    "drip_bytes",
+    "pad_bytes",
+    "reply_chars",
 )
 # What ``fail_first`` turns off once its count of failed requests is spent.
-FAULTS = ("fail_status", "retry_after", "fail_after_chunks", "hang", "reset")
+FAULTS = (
+    "fail_status",
+    "retry_after",
+    "fail_after_chunks",
+    "hang",
+    "reset",
+    "reset_after_chunks",
+    "reset_after_bytes",
+    "stall_after_chunks",
+)
 
 
 def split_model(upstream_model: str, base_options: dict | None = None):
@@ -68,6 +93,14 @@ def _last_user_text(messages):
 
 
 def reply_text(endpoint: str, body: dict, options: dict) -> str:
+    text = _reply_text(endpoint, body, options)
+    size = options.get("reply_chars")
+    if size and text:
+        text = (text * (size // len(text) + 1))[:size]
+    return text
+
+
+def _reply_text(endpoint: str, body: dict, options: dict) -> str:
     if "reply" in options:
         return str(options["reply"])
     if endpoint == "completions":
@@ -213,6 +246,10 @@ def stream_chunks(endpoint: str, model: str, body: dict, options: dict) -> list[
 
         chunks.extend(chunk(piece) for piece in pieces)
         chunks.append(chunk("", "stop"))
+    pad_bytes = options.get("pad_bytes")
+    if pad_bytes:
+        padding = "x" * pad_bytes  # one string shared by every chunk: the mock stays small
+        chunks = [{**c, "x_mock_padding": padding} for c in chunks]
     stream_options = body.get("stream_options") or {}
     if options.get("usage", True) and stream_options.get("include_usage"):
         usage_chunk = dict(chunks[-1])

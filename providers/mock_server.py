@@ -7,6 +7,9 @@ the model name (``mock-1?chunks=3&chunk_delay_ms=50&fail_after_chunks=2``);
 Anthropic's ``/v1/messages`` is served by providers.mock_anthropic.
 It remembers the requests it received and how each stream ended, at
 ``GET /_mock/requests`` and ``GET /_mock/streams`` (``DELETE`` clears both).
+On the OpenAI and Azure endpoints, a request's ``outcome`` says how its
+answer ended: ``pending``, ``answered``, ``cancelled`` (the proxy went away
+first: it closed the connection) or ``broken`` (a fault cut it on purpose).
 """
 
 import argparse
@@ -53,15 +56,16 @@ class MockUpstream:
             return options
         return {k: v for k, v in options.items() if k not in mock_engine.FAULTS}
 
-    def remember(self, request, body):
-        self.requests.append(
-            {
-                "path": request.path,
-                "query": dict(request.query),
-                "headers": {k.lower(): v for k, v in request.headers.items()},
-                "body": body,
-            }
-        )
+    def remember(self, request, body) -> dict:
+        record = {
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+            "outcome": "pending",
+        }
+        self.requests.append(record)
+        return record
 
     async def openai(self, request):
         return await self._serve(request, _ENDPOINTS[request.match_info["endpoint"]], None)
@@ -80,7 +84,18 @@ class MockUpstream:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return _error(400, "invalid JSON")
-        self.remember(request, body)
+        record = self.remember(request, body)
+        try:
+            response = await self._answer(request, record, body, endpoint, deployment)
+        except asyncio.CancelledError:
+            # handler_cancellation: the proxy closed the connection before the answer ended.
+            record["outcome"] = "cancelled"
+            raise
+        if record["outcome"] == "pending":
+            record["outcome"] = "answered"
+        return response
+
+    async def _answer(self, request, record, body, endpoint, deployment):
         if not isinstance(body, dict):
             return _error(400, "body must be an object")
         expected = request.app.get("required_key")
@@ -94,6 +109,7 @@ class MockUpstream:
         if options.get("hang"):
             await asyncio.sleep(3600)
         if options.get("reset"):
+            record["outcome"] = "broken"
             request.transport.abort()
             return web.Response()  # never sent: the connection is gone
         if options.get("fail_status"):
@@ -107,15 +123,29 @@ class MockUpstream:
                 if tool
                 else mock_engine.stream_chunks(endpoint, model, body, options)
             )
-            return await self._stream(request, model, chunks, options)
+            return await self._stream(request, record, model, chunks, options)
         answer = (
             mock_tools.chat_completion(model, body, options)
             if tool
             else mock_engine.answer(endpoint, model, body, options)
         )
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+        content = orjson.dumps(answer)
+        if "reset_after_bytes" not in options and "drip_ms" not in options:
+            return web.Response(body=content, content_type="application/json")
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        response.content_length = len(content)
+        await response.prepare(request)
+        if "reset_after_bytes" in options:
+            # Part of the body it promised, then a reset: the client sees a broken answer.
+            await response.write(content[: options["reset_after_bytes"]])
+            record["outcome"] = "broken"
+            request.transport.abort()
+            return response
+        await _drip(response, content, options)
+        await response.write_eof()
+        return response
 
-    async def _stream(self, request, model, chunks, options):
+    async def _stream(self, request, request_record, model, chunks, options):
         record = {"model": model, "sent": 0, "outcome": "started"}
         self.streams.append(record)
         response = web.StreamResponse(
@@ -124,23 +154,35 @@ class MockUpstream:
         await response.prepare(request)
         delay = options.get("chunk_delay_ms", 0) / 1000
         fail_after = options.get("fail_after_chunks")
+        reset_after = options.get("reset_after_chunks")
+        stall_after = options.get("stall_after_chunks")
         try:
             for i, chunk in enumerate(chunks):
                 if fail_after is not None and i >= fail_after:
                     record["outcome"] = "dropped"
+                    request_record["outcome"] = "broken"
                     request.transport.close()
                     return response
+                if reset_after is not None and i >= reset_after:
+                    record["outcome"] = "reset"
+                    request_record["outcome"] = "broken"
+                    request.transport.abort()
+                    return response
+                if stall_after is not None and i >= stall_after:
+                    record["outcome"] = "stalled"
+                    await asyncio.sleep(3600)  # until the proxy gives up and closes the connection
                 if i and delay:
                     await asyncio.sleep(delay)
                 if request.transport is None or request.transport.is_closing():
                     raise ConnectionResetError
-                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                await _drip(response, b"data: " + orjson.dumps(chunk) + b"\n\n", options)
                 record["sent"] += 1
             await response.write(b"data: [DONE]\n\n")
             record["outcome"] = "completed"
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             record["outcome"] = "client_disconnected"
+            request_record["outcome"] = "cancelled"
         return response
 
     async def models(self, request):
@@ -162,6 +204,19 @@ class MockUpstream:
         self.streams.clear()
         self.seen.clear()
         return web.Response(status=204)
+
+
+async def _drip(response, data: bytes, options):
+    """Write DATA, a few bytes at a time with a pause between writes when ``drip_ms`` asks for it."""
+    delay = options.get("drip_ms")
+    if not delay:
+        await response.write(data)
+        return
+    step = max(1, options.get("drip_bytes", 16))
+    for start in range(0, len(data), step):
+        if start:
+            await asyncio.sleep(delay / 1000)
+        await response.write(data[start : start + step])
 
 
 def _error(status, message, headers=None):

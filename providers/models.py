@@ -41,7 +41,10 @@ class Provider(models.Model):
     timeout_seconds = models.FloatField(
         default=60.0,
         validators=[MinValueValidator(0.1)],
-        help_text="Bounds one attempt: to the last byte of a plain answer, the first byte of a stream.",
+        help_text=(
+            "Bounds one attempt: to the last byte of a plain answer, "
+            "the first byte of a stream and any silence within it."
+        ),
     )
     connect_timeout_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
     first_byte_timeout_seconds = models.FloatField(

@@ -26,17 +26,23 @@ Choices worth knowing:
   LimiterUnavailable, "open" limits that request in-process; both are counted
   in `counters` and logged at most once a minute. Redis is asked again
   REDIS_RETRY_SECONDS after a failure, so it is used again as soon as it is back.
+- A settle Redis did not take (it was away when the answer ended) is tried
+  again every REDIS_RETRY_SECONDS while its hold lasts, and so is a release of
+  a reservation whose reply was lost: once a Redis that keeps its data is back,
+  it holds nothing for requests that are over. The script is idempotent, so a
+  settle that did reach Redis before the error is not charged twice.
 - x-ratelimit-reset-* are written like OpenAI's (Go durations: 1s, 6m0s,
   1h0m0s), rounded up to whole seconds.
 """
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -66,16 +72,19 @@ log = logging.getLogger(__name__)
 
 # For /metrics: redis_fail_open (a request limited in-process because Redis did not answer),
 # redis_fail_closed (a request refused for the same reason), settle_lost (a settle Redis did
-# not take: that usage is not counted and the hold lapses).
+# not take at once: tried again while its hold lasts, then that usage is not counted).
 counters = Counter()
 
 REDIS_RETRY_SECONDS = 1.0
 WARN_EVERY_SECONDS = 60.0
+MAX_UNSETTLED = 10_000  # settles waiting for Redis to come back; past this many, their holds lapse
 
 _REDIS_ERRORS = (RedisError, OSError)
 _redis_retry_at = 0.0  # monotonic time before which Redis is not asked again
 _warned_at = {}
 _settling = set()
+_unsettled = deque()  # (slots, reservation id, amounts, give-up time) of settles Redis did not take
+_resettling = None  # the task that tries them again
 
 
 async def reserve(limits, ask: Ask, *, redis_down_policy="closed", now=None) -> Decision:
@@ -162,6 +171,8 @@ async def _reserve_on_redis(client, slots, plan, rid, now, hold_seconds):
         # Without this pause every request would wait for Redis' connect timeout while it is away.
         _redis_retry_at = time.monotonic() + REDIS_RETRY_SECONDS
         _warn("redis_down", "the limiter cannot reach Redis: %r", exc)
+        # The script may have run before the connection broke: give back what it may have reserved.
+        _settle_later(slots, rid, [0] * len(slots))
         return None
 
 
@@ -191,21 +202,46 @@ async def _finish(reservation, **usage):
     # Shielded: a client that disconnects cancels the gateway's task, and its usage must still count.
     task = asyncio.ensure_future(limiter_redis.settle(client, reservation.slots, reservation.id, amounts))
     _settling.add(task)
-    task.add_done_callback(_settled)
+    task.add_done_callback(functools.partial(_settled, reservation.slots, reservation.id, amounts))
     with contextlib.suppress(*_REDIS_ERRORS):
         await asyncio.shield(task)
 
 
-def _settled(task):
+def _settled(slots, rid, amounts, task):
     _settling.discard(task)
     if not task.cancelled() and task.exception() is not None:
         counters["settle_lost"] += 1
         _warn(
             "settle_lost",
-            "a settle did not reach Redis (%r); its hold lapses (%d lost so far)",
+            "a settle did not reach Redis (%r); tried again while its hold lasts (%d so far)",
             task.exception(),
             counters["settle_lost"],
         )
+        _settle_later(slots, rid, amounts)
+
+
+def _settle_later(slots, rid, amounts):
+    global _resettling
+    if len(_unsettled) >= MAX_UNSETTLED:
+        return  # its hold lapses
+    _unsettled.append((slots, rid, amounts, time.monotonic() + _hold_seconds()))
+    loop = asyncio.get_running_loop()
+    if _resettling is None or _resettling.done() or _resettling.get_loop() is not loop:
+        _resettling = loop.create_task(_settle_again())
+
+
+async def _settle_again():
+    while _unsettled:
+        await asyncio.sleep(REDIS_RETRY_SECONDS)
+        client = get_redis()
+        while _unsettled:
+            slots, rid, amounts, give_up_at = _unsettled[0]
+            if client is not None and time.monotonic() < give_up_at:
+                try:
+                    await limiter_redis.settle(client, slots, rid, amounts)
+                except _REDIS_ERRORS:
+                    break  # still away: the next round
+            _unsettled.popleft()
 
 
 def _headers(slots, committed, now):

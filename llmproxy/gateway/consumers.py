@@ -9,9 +9,13 @@ cancellation closes the upstream request and the handler's ``finally`` still
 records the usage.
 It also skips the per-message ``close_old_connections`` hop to a thread that
 Channels does: the hot path touches no database connection.
+
+A stream waits for a slow client (see ``_DaphneDrain``): under uvicorn ``send``
+itself waits while the socket's buffer is full, under Daphne it does not.
 """
 
 import asyncio
+import functools
 import re
 import time
 import uuid
@@ -44,6 +48,7 @@ class GatewayConsumer(AsyncHttpConsumer):
         self.response_started = False
         self.response_finished = False
         self.client_gone = False
+        self._drain = None  # set by the first chunk of a streamed answer: _DaphneDrain, or False
         try:
             body = await self._read_body(receive)
         except BodyTooLarge:
@@ -69,6 +74,8 @@ class GatewayConsumer(AsyncHttpConsumer):
             task.uncancel()  # this cancellation was ours, and it is over
         finally:
             listener.cancel()
+            if self._drain:
+                self._drain.close()
 
     async def _cancel_on_disconnect(self, receive, task):
         while (await receive())["type"] != "http.disconnect":
@@ -130,8 +137,17 @@ class GatewayConsumer(AsyncHttpConsumer):
 
     # --- answers -----------------------------------------------------------------
     async def send(self, message):
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                if self._drain is None:
+                    self._drain = _DaphneDrain.of(self.base_send) or False
+                await self.base_send(message)
+                if self._drain and self._drain.paused:
+                    await self._drain.wait()
+                return
             self.response_finished = True
+            if self._drain:
+                self._drain.close()  # before Daphne finishes the request, which wants no producer left
         await self.base_send(message)
 
     def base_headers(self, extra=None) -> list:
@@ -164,6 +180,70 @@ class GatewayConsumer(AsyncHttpConsumer):
 
 class _ClientGone(Exception):
     pass
+
+
+class _DaphneDrain:
+    """Backpressure for a streamed answer under Daphne: wait while Twisted's buffer for the client is full.
+
+    Daphne's ``send`` hands each chunk to Twisted, which appends it to the
+    connection's write buffer and returns at once: with an upstream faster than
+    the client reads, the buffer would grow to the whole answer. Twisted tells a
+    registered streaming producer to pause when that buffer passes 64 KiB and to
+    resume once it has drained, so this registers as the Twisted request's
+    producer and the stream awaits ``wait()`` after a chunk that paused it. The
+    relay then stops reading the upstream, whose own buffer fills, so TCP slows
+    the upstream too: memory per slow client stays at a few chunks.
+
+    Daphne passes each application ``functools.partial(Server.handle_reply,
+    request)``; the request is found there. Any other ``send`` (uvicorn, tests,
+    a wrapping middleware) gets no drain: uvicorn's ``send`` waits by itself.
+    """
+
+    __slots__ = ("request", "paused", "_resumed")
+
+    @classmethod
+    def of(cls, send):
+        if not isinstance(send, functools.partial) or not send.args:
+            return None
+        if getattr(send.func, "__module__", "") != "daphne.server":
+            return None
+        request = send.args[0]
+        if getattr(request, "channel", None) is None or request.producer is not None:
+            return None  # gone already, or someone else's producer
+        return cls(request)
+
+    def __init__(self, request):
+        self.request = request
+        self._resumed = None
+        # A buffer already full (an earlier answer on this connection still draining) is not announced
+        # again until it drains: start from what the channel knows.
+        self.paused = bool(getattr(request.channel, "_waitingForTransport", False))
+        request.registerProducer(self, True)
+
+    async def wait(self):
+        self._resumed = asyncio.get_running_loop().create_future()
+        try:
+            await self._resumed
+        finally:
+            self._resumed = None
+
+    # IPushProducer, called by Twisted on the same event loop.
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
+
+    def stopProducing(self):
+        self.resumeProducing()  # the connection is going: nothing to wait for (the disconnect cancels)
+
+    def close(self):
+        request = self.request
+        if request.producer is self and request.channel is not None:
+            request.unregisterProducer()
+        self.resumeProducing()
 
 
 class NotFoundConsumer(GatewayConsumer):

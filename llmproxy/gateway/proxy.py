@@ -199,6 +199,7 @@ class ProxyConsumer(AuthenticatedConsumer):
         state.target = result.target
         state.attempts = [a.as_dict() for a in result.attempts]
         if stream:
+            result.chunks = _StallGuard(result.chunks, result.target.provider)
             with tracing.span("llmproxy.stream"):
                 await self._relay_stream(result, state, client_wants_usage, model)
         else:
@@ -379,8 +380,8 @@ class ProxyConsumer(AuthenticatedConsumer):
             )
         except UpstreamError as exc:
             # Never a truncated stream that looks complete: an error event, and no [DONE].
-            state.error_type = "upstream_stream_error"
-            error = GatewayError(502, exc.message, code="upstream_stream_error")
+            state.error_type = "upstream_stream_timeout" if exc.timeout else "upstream_stream_error"
+            error = GatewayError(504 if exc.timeout else 502, exc.message, code=state.error_type)
             await send(
                 {"type": "http.response.body", "body": sse.frame(error.openai_body()), "more_body": False}
             )
@@ -504,6 +505,74 @@ class ProxyConsumer(AuthenticatedConsumer):
                 )
             except Exception:
                 logger.exception("could not settle the quota reservation of %s", self.request_id)
+
+
+class _StallGuard:
+    """A stream's chunks after the first, ended by an UpstreamError when the upstream falls silent.
+
+    The provider's timeout bounds a whole plain answer, so it bounds any one
+    silence of a stream too; without this, an upstream that stops sending
+    mid-stream would hold the client, the upstream connection and the quota
+    reservation for the transport's read timeout (10 minutes). Only the wait
+    for the upstream counts, not the time spent sending to a slow client.
+    One timer per stream, moved on at most once per timeout, rather than a
+    timeout per chunk (asyncio.timeout costs 4 µs a chunk).
+    """
+
+    __slots__ = ("chunks", "seconds", "provider", "_since", "_timer", "_task", "_fired")
+
+    def __init__(self, chunks, provider):
+        self.chunks = chunks
+        self.seconds = provider.timeout
+        self.provider = provider.name
+        self._since = None  # loop time the current wait for a chunk began; None between waits
+        self._timer = None
+        self._task = None
+        self._fired = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        loop = asyncio.get_running_loop()
+        self._since = loop.time()
+        if self._timer is None:
+            self._task = asyncio.current_task()
+            self._timer = loop.call_at(self._since + self.seconds, self._check)
+        try:
+            return await self.chunks.__anext__()
+        except asyncio.CancelledError:
+            # Ours only when no one else (the client leaving) cancelled the task as well.
+            if not self._fired or self._task.uncancel() > 0:
+                raise
+            raise UpstreamError(
+                504,
+                f"upstream {self.provider} sent nothing for {self.seconds:g}s in the middle of the stream",
+                retryable=False,
+                timeout=True,
+                kind="timeout",
+                mid_stream=True,
+            ) from None
+        finally:
+            self._since = None
+
+    def _check(self):
+        loop = self._task.get_loop()
+        now = loop.time()
+        if self._since is not None and now - self._since >= self.seconds:
+            self._timer = None
+            self._fired = True
+            self._task.cancel()
+            return
+        # Between waits (the relay is sending) or a wait not yet long enough: look again when it could be.
+        due = now + self.seconds if self._since is None else self._since + self.seconds
+        self._timer = loop.call_at(due, self._check)
+
+    async def aclose(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.chunks.aclose()
 
 
 def _stored_text(key: KeyRecord, state: RequestState) -> dict:

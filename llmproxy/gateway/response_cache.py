@@ -12,11 +12,17 @@ replayed as chunks to a streaming client.
 Stampede: the first miss takes a lock (SET NX with an expiry in Redis, an
 asyncio.Event in-process); identical requests arriving meanwhile wait for the
 answer (bounded by LLMPROXY_CACHE_LOCK_SECONDS) instead of calling upstream.
+
+Redis down: the cache is an optimisation, so requests go upstream as misses.
+As the limiter and the breakers do, Redis is not asked again for a second
+after a failure (an unreachable host would otherwise cost each request its
+connect timeouts) and the trouble is logged once a minute, not per request.
 """
 
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 
@@ -43,6 +49,27 @@ _DEFAULTS = {
     "parallel_tool_calls": True,
 }
 _POLL_SECONDS = 0.02
+_REDIS_RETRY_SECONDS = 1.0
+_WARN_EVERY_SECONDS = 60.0
+_AWAY = object()  # Redis failed a moment ago: skip the cache
+_redis_retry_at = 0.0
+_warned_at = -math.inf
+
+
+def _redis():
+    """The running loop's Redis client, None in embedded mode, or _AWAY just after Redis failed."""
+    if time.monotonic() < _redis_retry_at:
+        return _AWAY
+    return get_redis()
+
+
+def _redis_failed(what, exc):
+    global _redis_retry_at, _warned_at
+    now = time.monotonic()
+    _redis_retry_at = now + _REDIS_RETRY_SECONDS
+    if now - _warned_at >= _WARN_EVERY_SECONDS:
+        _warned_at = now
+        logger.warning("response cache %s failed; answering without the cache meanwhile: %r", what, exc)
 
 
 def cacheable(body: dict, tenant) -> bool:
@@ -106,25 +133,29 @@ _local = _LocalStore()
 
 
 async def lookup(key: str) -> dict | None:
-    redis = get_redis()
+    redis = _redis()
+    if redis is _AWAY:
+        return None
     try:
         raw = await redis.get(key) if redis is not None else _local.get(key)
     except Exception as exc:  # the cache is an optimisation: never fail a request for it
-        logger.warning("response cache lookup failed: %r", exc)
+        _redis_failed("lookup", exc)
         return None
     return orjson.loads(raw) if raw else None
 
 
 async def store(key: str, answer: dict, ttl: int):
     raw = orjson.dumps(answer)
-    redis = get_redis()
+    redis = _redis()
+    if redis is _AWAY:
+        return
     try:
         if redis is not None:
             await redis.set(key, raw, ex=ttl)
         else:
             _local.set(key, raw, ttl)
     except Exception as exc:
-        logger.warning("response cache store failed: %r", exc)
+        _redis_failed("store", exc)
 
 
 class Lock:
@@ -137,7 +168,9 @@ class Lock:
 
     async def acquire_or_wait(self, wait_seconds: float) -> bool:
         """True when we hold the lock; False after waiting for the holder to finish (or give up)."""
-        redis = get_redis()
+        redis = _redis()
+        if redis is _AWAY:
+            return False  # no one to wait for: the caller looks up (a miss) and goes upstream
         if redis is None:
             event = _local.locks.get(self.key)
             if event is None:
@@ -158,14 +191,16 @@ class Lock:
             while time.monotonic() < deadline and await redis.exists(self.key):
                 await asyncio.sleep(_POLL_SECONDS)
         except Exception as exc:
-            logger.warning("response cache lock failed: %r", exc)
+            _redis_failed("lock", exc)
         return False
 
     async def release(self):
         if not self.held:
             return
         self.held = False
-        redis = get_redis()
+        redis = _redis()
+        if redis is _AWAY:
+            return  # the lock expires by itself
         if redis is None:
             _local.locks.pop(self.key, None)
             if self._event is not None:
@@ -174,7 +209,7 @@ class Lock:
         try:
             await redis.delete(self.key)
         except Exception as exc:
-            logger.warning("response cache unlock failed: %r", exc)
+            _redis_failed("unlock", exc)
 
 
 class StreamAssembler:
