@@ -107,6 +107,22 @@ def start_daphne(log_dir, name="daphne", **env_overrides) -> tuple[ServerProcess
     return ServerProcess(name, command, proxy_env(**env_overrides), f"{base}/healthz", log_dir), base
 
 
+def start_uvicorn(log_dir, name="uvicorn", **env_overrides) -> tuple[ServerProcess, str]:
+    """The same ASGI application under uvicorn (README: the production choice)."""
+    port = free_port()
+    command = [
+        str(VENV_BIN / "uvicorn"),
+        "llmproxy.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+    base = f"http://127.0.0.1:{port}"
+    return ServerProcess(name, command, proxy_env(**env_overrides), f"{base}/healthz", log_dir), base
+
+
 def start_mock_upstream(log_dir, name="mock-upstream") -> tuple[ServerProcess, str]:
     port = free_port()
     command = [sys.executable, "-m", "providers.mock_server", "--port", str(port)]

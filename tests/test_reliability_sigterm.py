@@ -1,4 +1,9 @@
-"""A proxy stopped with SIGTERM while streams are open still logs every request it took."""
+"""A proxy stopped with SIGTERM still logs every request it took, under Daphne and under uvicorn.
+
+Daphne cancels the requests in flight (499) and exits normally, so its atexit
+hook writes what is buffered. uvicorn lets them finish, then dies of the
+signal it raises again: no atexit, so the ASGI lifespan's shutdown does it.
+"""
 
 import signal
 import threading
@@ -23,6 +28,21 @@ def daphne(django_db_blocker, mock_upstream, tmp_path):
     with django_db_blocker.unblock():
         process, base = servers.start_daphne(
             ARTIFACTS / "logs", name="daphne-sigterm", LLMPROXY_VAR_DIR=tmp_path
+        )
+    process.base_url = base
+    yield process
+    process.stop()
+
+
+@pytest.fixture(params=["daphne", "uvicorn"])
+def server(request, django_db_blocker, mock_upstream, tmp_path):
+    start = servers.start_daphne if request.param == "daphne" else servers.start_uvicorn
+    with django_db_blocker.unblock():
+        process, base = start(
+            ARTIFACTS / "logs",
+            name=f"{request.param}-sigterm",
+            LLMPROXY_VAR_DIR=tmp_path,
+            LLMPROXY_USAGE_FLUSH_SECONDS="60",  # nothing written before the signal: the exit writes it all
         )
     process.base_url = base
     yield process
@@ -75,11 +95,32 @@ def test_streams_cut_by_sigterm_are_each_logged_as_client_closed(daphne, acme, m
     assert all(r.stream for r in rows)
 
 
-def test_a_stream_finished_just_before_sigterm_is_logged_as_served(daphne, acme, mock_upstream, unique_model):
+def test_a_stream_finished_just_before_sigterm_is_logged_as_served(server, acme, mock_upstream, unique_model):
     make_route(acme, unique_model, f"{mock_upstream}/v1")
     _, plain = make_key(acme)
-    response = httpx.post(**stream_request(daphne.base_url, plain, unique_model))
-    daphne.process.send_signal(signal.SIGTERM)
-    daphne.process.wait(20)
+    response = httpx.post(**stream_request(server.base_url, plain, unique_model))
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(20)
     rows = list(RequestLog.objects.filter(model=unique_model))
     assert [(r.request_id, r.status) for r in rows] == [(response.headers["x-request-id"], 200)]
+
+
+def test_every_answer_served_before_sigterm_is_logged(server, acme, mock_upstream, unique_model):
+    # Sent well within one flush interval of the signal: they are all still buffered when it comes.
+    make_route(acme, unique_model, f"{mock_upstream}/v1")
+    _, plain = make_key(acme)
+    with httpx.Client(timeout=10) as client:
+        ids = [
+            client.post(
+                f"{server.base_url}/v1/chat/completions",
+                headers={"authorization": f"Bearer {plain}"},
+                json={"model": unique_model, "messages": [{"role": "user", "content": f"hi {i}"}]},
+            ).headers["x-request-id"]
+            for i in range(20)
+        ]
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(20)
+
+    rows = RequestLog.objects.filter(model=unique_model)
+    assert sorted(rows.values_list("request_id", flat=True)) == sorted(ids)
+    assert set(rows.values_list("status", flat=True)) == {200}

@@ -31,24 +31,6 @@ TEXT = 800
 BOUND_MB = 16
 
 
-def start_uvicorn(log_dir, **env):
-    port = servers.free_port()
-    command = [
-        str(servers.VENV_BIN / "uvicorn"),
-        "llmproxy.asgi:application",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
-    base = f"http://127.0.0.1:{port}"
-    process = servers.ServerProcess(
-        "uvicorn-slow-reader", command, servers.proxy_env(**env), f"{base}/healthz", log_dir
-    )
-    return process, base
-
-
 @pytest.fixture(params=["daphne", "uvicorn"])
 def proxy(request, django_db_blocker, mock_upstream, tmp_path):
     with django_db_blocker.unblock():
@@ -57,7 +39,9 @@ def proxy(request, django_db_blocker, mock_upstream, tmp_path):
                 ARTIFACTS / "logs", name="daphne-slow-reader", LLMPROXY_VAR_DIR=tmp_path
             )
         else:
-            process, base = start_uvicorn(ARTIFACTS / "logs", LLMPROXY_VAR_DIR=tmp_path)
+            process, base = servers.start_uvicorn(
+                ARTIFACTS / "logs", name="uvicorn-slow-reader", LLMPROXY_VAR_DIR=tmp_path
+            )
     process.base_url = base
     yield process
     process.stop()

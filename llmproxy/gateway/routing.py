@@ -4,6 +4,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import path, re_path
 
 from llmproxy.gateway.consumers import NotFoundConsumer
+from llmproxy.gateway.lifespan import lifespan
 from llmproxy.gateway.messages_api import CountTokensConsumer, MessagesConsumer
 from llmproxy.gateway.models_api import ModelDetailConsumer, ModelsConsumer
 from llmproxy.gateway.proxy import ChatCompletionsConsumer, CompletionsConsumer, EmbeddingsConsumer
@@ -23,4 +24,6 @@ def v1_routes():
 
 
 def build_application(django_asgi_app):
-    return ProtocolTypeRouter({"http": URLRouter([*v1_routes(), re_path(r"", django_asgi_app)])})
+    return ProtocolTypeRouter(
+        {"http": URLRouter([*v1_routes(), re_path(r"", django_asgi_app)]), "lifespan": lifespan}
+    )
