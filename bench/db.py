@@ -7,8 +7,11 @@
 nginx, model `bench-stream` -> the SSE upstream, both priced so the cost limit
 does work, and three limits that every request checks and reserves (the
 tenant's requests per minute and tokens per hour, the key's cost per day),
-high enough never to refuse during a run. Tenant `bench-tight`: per server, a
-key allowed one request an hour, to show that limits are enforced.
+high enough never to refuse during a run. Its twins differ in one feature
+each: `bench-cache` has the response cache on, `bench-guard` five guardrails
+(GUARDRAILS), `bench-trace` is served by the process with tracing on.
+Tenant `bench-tight`: per server, a key allowed one request an hour, to show
+that limits are enforced.
 """
 
 import argparse
@@ -39,8 +42,9 @@ def _prefix(key: str) -> str:
     return key[: len("lp-") + 8]
 
 
-def setup(nginx_port: int, sse_port: int, servers: list[str]) -> dict:
-    _command("create_tenant", "bench")
+def _proxied_tenant(slug: str, nginx_port: int, sse_port: int) -> str:
+    """A tenant like `bench`: both models on both upstreams, priced, three limits; returns its key."""
+    _command("create_tenant", slug)
     _command(
         "create_provider",
         "bench-nginx",
@@ -49,7 +53,7 @@ def setup(nginx_port: int, sse_port: int, servers: list[str]) -> dict:
         "--base-url",
         f"http://127.0.0.1:{nginx_port}/v1",
         "--tenant",
-        "bench",
+        slug,
     )
     _command(
         "create_provider",
@@ -59,7 +63,7 @@ def setup(nginx_port: int, sse_port: int, servers: list[str]) -> dict:
         "--base-url",
         f"http://127.0.0.1:{sse_port}/v1",
         "--tenant",
-        "bench",
+        slug,
     )
     for model, provider in (("bench", "bench-nginx"), ("bench-stream", "bench-sse")):
         _command(
@@ -74,19 +78,19 @@ def setup(nginx_port: int, sse_port: int, servers: list[str]) -> dict:
             "--output-price",
             "0.60",
             "--tenant",
-            "bench",
+            slug,
         )
-    key = _new_key("bench")
+    key = _new_key(slug)
     _command(
-        "set_quota", "--tenant", "bench", "--metric", "requests", "--period", "minute", "--limit", "100000000"
+        "set_quota", "--tenant", slug, "--metric", "requests", "--period", "minute", "--limit", "100000000"
     )
     _command(
-        "set_quota", "--tenant", "bench", "--metric", "tokens", "--period", "hour", "--limit", "100000000000"
+        "set_quota", "--tenant", slug, "--metric", "tokens", "--period", "hour", "--limit", "100000000000"
     )
     _command(
         "set_quota",
         "--tenant",
-        "bench",
+        slug,
         "--key",
         _prefix(key),
         "--metric",
@@ -96,6 +100,50 @@ def setup(nginx_port: int, sse_port: int, servers: list[str]) -> dict:
         "--limit",
         "1000000",
     )
+    return key
+
+
+# The guardrails of tenant bench-guard (name, detector, extra arguments, direction, action): the
+# built-in detectors a tenant turns on first and two operator regexes, on prompts and on answers.
+GUARDRAILS = [
+    ("no-card-numbers", "card", [], "both", "mask"),
+    ("no-emails", "email", [], "both", "mask"),
+    ("no-secrets", "secret", [], "both", "block"),
+    ("employee-ids", "regex", ["--pattern", r"\bEMP-\d{6}\b"], "both", "mask"),
+    (
+        "project-codenames",
+        "regex",
+        ["--pattern", r"(?i)\bproject[ -](?:falcon|osprey|heron)\b"],
+        "both",
+        "flag",
+    ),
+]
+
+
+def setup(nginx_port: int, sse_port: int, servers: list[str]) -> dict:
+    """Tenant `bench` (the main table) and its twins, identical but for one feature each:
+    `bench-cache` (response cache on), `bench-guard` (GUARDRAILS), `bench-trace` (served by a
+    process with tracing on: its own usage rows and counters).
+    """
+    key = _proxied_tenant("bench", nginx_port, sse_port)
+    cache_key = _proxied_tenant("bench-cache", nginx_port, sse_port)
+    _command("update_tenant", "bench-cache", "--cache-ttl", "3600")
+    guard_key = _proxied_tenant("bench-guard", nginx_port, sse_port)
+    for name, detector, extra, direction, action in GUARDRAILS:
+        _command(
+            "create_guardrail",
+            name,
+            "--tenant",
+            "bench-guard",
+            "--detector",
+            detector,
+            *extra,
+            "--direction",
+            direction,
+            "--action",
+            action,
+        )
+    trace_key = _proxied_tenant("bench-trace", nginx_port, sse_port)
 
     _command("create_tenant", "bench-tight")
     _command(
@@ -134,7 +182,13 @@ def setup(nginx_port: int, sse_port: int, servers: list[str]) -> dict:
             "--limit",
             "1",
         )
-    return {"key": key, "tight_keys": tight}
+    return {
+        "key": key,
+        "cache_key": cache_key,
+        "guard_key": guard_key,
+        "trace_key": trace_key,
+        "tight_keys": tight,
+    }
 
 
 def usage(since: str) -> dict:
@@ -142,8 +196,17 @@ def usage(since: str) -> dict:
 
     from audit.models import RequestLog
 
-    rows = RequestLog.objects.filter(tenant__slug="bench", created_at__gte=parse_datetime(since))
-    return {"rows": rows.count(), "rows_200": rows.filter(status=200).count()}
+    since_time = parse_datetime(since)
+    rows = RequestLog.objects.filter(tenant__slug="bench", created_at__gte=since_time)
+    tenants = {}
+    for slug in ("bench-cache", "bench-guard", "bench-trace"):
+        of_tenant = RequestLog.objects.filter(tenant__slug=slug, created_at__gte=since_time)
+        tenants[slug] = {
+            "rows": of_tenant.count(),
+            "rows_200": of_tenant.filter(status=200).count(),
+            "cache_hits": of_tenant.filter(status=200, cache_hit=True).count(),
+        }
+    return {"rows": rows.count(), "rows_200": rows.filter(status=200).count(), "tenants": tenants}
 
 
 def main():

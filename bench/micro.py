@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.micro upstream   # one upstream call: httpx's API over aiohttp vs aiohttp itself
     .venv/bin/python -m bench.micro usage      # writing usage rows: bulk_create vs COPY (PostgreSQL)
+    .venv/bin/python -m bench.micro tracing    # the tracing hooks of one request, tracing off (--json)
 
 Each prints CPU time per call (process time, so other work on the machine
 inflates both sides alike), four rounds, alternating the two ways.
@@ -158,11 +159,96 @@ def usage(rows=1000):
         RequestLog.objects.filter(request_id__startswith="req_micro_").delete()
 
 
+# What a plain (not streamed) request of the bench's tenant calls in llmproxy.tracing: the request's
+# span (gateway/proxy.py handle), the key lookup's and the quota's (proxy.py _proxy, _reserve), the
+# upstream attempt's and its answered() (providers/router.py), inject_headers (providers/adapters/openai.py),
+# finish_request (proxy.py _account) and the access log's test of tracing.ENABLED (logging_json.py).
+# With tracing on, the first four are the 4 spans per request the bench's trace sink receives.
+TRACING_HOOKS = (
+    "request_span",
+    "span('llmproxy.key_lookup')",
+    "span('llmproxy.quota')",
+    "attempt_span + answered",
+    "inject_headers",
+    "finish_request",
+    "ENABLED (log line)",
+)
+
+
+def tracing_off(iterations=200_000, rounds=7) -> dict:
+    """CPU time of the tracing hooks one request runs, with tracing off (as `make bench` runs the proxy).
+
+    Timed as the request path calls them, in a loop, less the same loop calling an empty function;
+    the best of ``rounds`` (the figure least disturbed by other work on the machine) and the median.
+    """
+    sys.path.insert(0, str(ROOT))
+    from types import SimpleNamespace
+
+    from llmproxy import tracing
+
+    if tracing.ENABLED:
+        raise SystemExit("tracing is on in this process: unset OTEL_* to measure it off")
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    headers = {"authorization": b"Bearer lp-xxxxxxxx-yyyy", "content-type": b"application/json"}
+    provider = SimpleNamespace(kind="openai_compatible", name="bench-nginx", base_url="http://127.0.0.1/v1")
+    target = SimpleNamespace(id=1, provider=provider, upstream_model="bench-upstream")
+    answer = {"id": "chatcmpl-bench", "model": "bench-upstream"}
+    record = SimpleNamespace(key_prefix="lp-xxxxxxxx", status=200, model="bench")
+
+    def hooks():
+        with tracing.request_span("chat", scope, headers, "req_0123456789abcdef"):
+            with tracing.span("llmproxy.key_lookup"):
+                pass
+            with tracing.span("llmproxy.quota"):
+                pass
+            with tracing.attempt_span(target, "chat", "bench", 1) as span:
+                upstream_headers = {}
+                tracing.inject_headers(upstream_headers)
+                span.answered(answer)
+            tracing.finish_request(record, tenant="bench")
+            if tracing.ENABLED:
+                tracing.current_ids()
+
+    def empty():
+        pass
+
+    def per_call_ns(fn):
+        started = time.process_time_ns()
+        for _ in range(iterations):
+            fn()
+        return (time.process_time_ns() - started) / iterations
+
+    per_call_ns(hooks)
+    samples = []
+    for _ in range(rounds):
+        samples.append(per_call_ns(hooks) - per_call_ns(empty))
+    samples.sort()
+    return {
+        "hooks": list(TRACING_HOOKS),
+        "iterations": iterations,
+        "rounds": rounds,
+        "best_us": samples[0] / 1000,
+        "median_us": samples[len(samples) // 2] / 1000,
+    }
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "upstream":
         upstream()
     elif what == "usage":
         usage()
+    elif what == "tracing":
+        result = tracing_off()
+        if "--json" in sys.argv:
+            import json
+
+            print(json.dumps(result))
+        else:
+            print(
+                f"tracing off, the hooks of one request: {result['best_us']:.2f} µs (best of "
+                f"{result['rounds']}), {result['median_us']:.2f} µs (median); hooks: "
+                + ", ".join(result["hooks"])
+            )
     else:
         sys.exit(__doc__)

@@ -1,11 +1,16 @@
 -- wrk script: POST a chat completion, print the run's figures as one JSON line at the end.
--- BENCH_BODY is the request body, BENCH_KEY the API key (none for the direct call).
+-- BENCH_BODY is the request body, BENCH_KEY the API key (none for the direct call),
+-- BENCH_HEADERS more headers, one "Name: value" a line (e.g. "Cache-Control: no-cache").
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
 local key = os.getenv("BENCH_KEY")
 if key ~= nil and key ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. key
+end
+local extra = os.getenv("BENCH_HEADERS") or ""
+for name, value in extra:gmatch("([^:\n]+):%s*([^\n]*)") do
+  wrk.headers[name] = value
 end
 
 -- No response() callback: wrk would then parse every answer in Lua, and the

@@ -1,7 +1,7 @@
 """`make bench`: the proxy against the direct call and against LiteLLM, in one run, on pinned cores.
 
     .venv/bin/python -m bench.run [--duration 10] [--streams 100] [--servers daphne,uvicorn,litellm]
-                                  [--profile] [--soak SECONDS]
+                                  [--profile] [--soak SECONDS] [--features uvicorn|daphne|none]
 
 What it starts (each in its own process group, stopped at the end):
 - nginx (Debian's, installed with apt-get when missing) answering a fixed chat
@@ -16,12 +16,16 @@ What it starts (each in its own process group, stopped at the end):
 
 Each is measured the same way: wrk at concurrency 1 (latency) and 32
 (throughput), 100 streams one at a time (time to first byte, total), CPU time
-from /proc/<pid>/stat, RSS. Results go to bench/results/<date>.md and
-bench/results/latest.md, and the table is printed.
+from /proc/<pid>/stat, RSS. Then, on one of our servers (--features), the
+response cache, guardrails and tracing against the same server without them
+(bench/features.py; bench/otlp_sink.py collects the spans). Results go to
+bench/results/<date>.md and bench/results/latest.md, and the tables are printed;
+a comparison that fails its checks makes the run exit 1.
 """
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -40,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import measure, procs, profile, report
+from bench.features import Features, Rig, UpstreamCounter
+from bench.features import run as run_features
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -70,6 +76,7 @@ class Target:
     checks: dict = field(default_factory=dict)  # what proves every feature was on
     profile: str = ""
     soak: list = field(default_factory=list)  # (seconds, RSS MiB)
+    features: Features | None = None  # response cache, guardrails, tracing (bench/features.py)
 
 
 def main():
@@ -101,12 +108,44 @@ def main():
         metavar="SECONDS",
         help="also load each of our servers for this long and follow its memory",
     )
+    parser.add_argument(
+        "--features",
+        default="uvicorn",
+        metavar="SERVER",
+        help="the server on which response cache, guardrails and tracing are compared "
+        "(default uvicorn, else the first of ours; 'none': not compared)",
+    )
+    parser.add_argument(
+        "--feature-duration",
+        type=float,
+        default=3.0,
+        help="seconds of each wrk run of a comparison (default 3)",
+    )
+    parser.add_argument(
+        "--feature-rounds", type=int, default=3, help="interleaved rounds of each comparison (default 3)"
+    )
+    parser.add_argument(
+        "--feature-streams",
+        type=int,
+        default=30,
+        help="streams per variant and round in the guardrails' comparison (2 rounds; default 30)",
+    )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the run's scratch directory (every process's output) instead of deleting it",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory of the markdown results")
     args = parser.parse_args()
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(servers) - {"daphne", "uvicorn", "litellm"}
     if unknown:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    ours = [s for s in servers if s != "litellm"]
+    if args.features != "none" and args.features not in ours:
+        if args.features not in ("daphne", "uvicorn"):
+            parser.error(f"--features: {args.features} is not one of our servers (daphne, uvicorn, none)")
+        args.features = ours[0] if ours else "none"
 
     started = dt.datetime.now(dt.UTC)
     meta = machine_facts(args)
@@ -136,8 +175,20 @@ def main():
             log_dir=run_dir,
         )
         running.append(sse)
+        sink_port = procs.free_port()
+        sink = None
+        if args.features != "none":
+            sink = procs.Process(
+                "otlp-sink",
+                [sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(sink_port)],
+                cpu=args.client_cpu,
+                log_dir=run_dir,
+            )
+            running.append(sink)
         wait_port(nginx_port, running[0])
         wait_port(sse_port, sse)
+        if sink is not None:
+            wait_port(sink_port, sink)
 
         direct = Target(
             "direct",
@@ -151,7 +202,20 @@ def main():
 
         proxy_env = None
         keys = {}
-        ours = [s for s in servers if s != "litellm"]
+        rig = Rig(
+            proxy_cpu=args.proxy_cpu,
+            client_cpu=args.client_cpu,
+            direct_url=direct.url,
+            upstream_count=UpstreamCounter(nginx_port),
+            sink_url=f"http://127.0.0.1:{sink_port}",
+            env={},
+            run_dir=run_dir,
+            argv_for=None,
+            step=step,
+            rounds=args.feature_rounds,
+            seconds=args.feature_duration,
+            streams=args.feature_streams,
+        )
         if ours:
             step("database: llmproxy_bench created anew, migrated, filled through the proxy's commands")
             proxy_env = proxy_environment(pg_url, redis_url, run_dir)
@@ -160,7 +224,7 @@ def main():
             target = Target(server, server_label(server))
             targets.append(target)
             try:
-                run_our_server(target, server, proxy_env, keys, args, run_dir)
+                run_our_server(target, server, proxy_env, keys, args, run_dir, rig)
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 target.skipped = f"it failed: {str(exc).splitlines()[0]}"
                 step(f"{server}: {target.skipped}\n{target.process.tail() if target.process else ''}")
@@ -177,18 +241,32 @@ def main():
             process.stop()
 
     meta["duration_s"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    failures = [f"{t.label}: {problem}" for t in targets if t.features for problem in t.features.failures]
+    meta["failures"] = failures
     text = report.render(targets, meta, args)
     args.output.mkdir(parents=True, exist_ok=True)
     dated = args.output / f"{started:%Y-%m-%d-%H%M}.md"
     dated.write_text(text)
     shutil.copyfile(dated, args.output / "latest.md")
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if args.keep_logs:
+        print(f"the processes' output is in {run_dir}")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
     print()
     print(report.terminal_table(targets))
+    for t in targets:
+        if t.features:
+            print()
+            print(report.terminal_features(t.features, targets))
     print(
         f"\nresults: {dated.relative_to(ROOT) if dated.is_relative_to(ROOT) else dated} "
         f"(and {args.output / 'latest.md'})"
     )
+    if failures:
+        print("\nTHE BENCH FAILED: a comparison did not measure what it says:", file=sys.stderr)
+        for failure in failures:
+            print(f"  - {failure}", file=sys.stderr)
+        sys.exit(1)
 
 
 # --- set-up -----------------------------------------------------------------------------------------
@@ -467,15 +545,11 @@ def measure_target(t: Target, args):
     )
 
 
-def run_our_server(t: Target, server, env, keys, args, run_dir):
-    port = procs.free_port()
-    base = f"http://127.0.0.1:{port}"
-    t.url, t.stream_url, t.key = f"{base}/v1/chat/completions", f"{base}/v1/chat/completions", keys["key"]
-    bin_dir = Path(sys.executable).parent
+def server_argv(server: str, port: int) -> list[str]:
     if server == "daphne":
         # -v 0: no access log line per request (the proxy's own usage rows are its request log).
-        argv = [
-            str(bin_dir / "daphne"),
+        return [
+            str(Path(sys.executable).parent / "daphne"),
             "-b",
             "127.0.0.1",
             "-p",
@@ -484,20 +558,26 @@ def run_our_server(t: Target, server, env, keys, args, run_dir):
             "0",
             "llmproxy.asgi:application",
         ]
-    else:
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "llmproxy.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "llmproxy.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def run_our_server(t: Target, server, env, keys, args, run_dir, rig: Rig):
+    port = procs.free_port()
+    base = f"http://127.0.0.1:{port}"
+    t.url, t.stream_url, t.key = f"{base}/v1/chat/completions", f"{base}/v1/chat/completions", keys["key"]
+    argv = server_argv(server, port)
     since = dt.datetime.now(dt.UTC).isoformat()
     step(f"{server}: starting on :{port}, pinned to core {args.proxy_cpu}")
     t.process = procs.Process(server, argv, cpu=args.proxy_cpu, log_dir=run_dir, env=env, cwd=ROOT)
@@ -509,6 +589,11 @@ def run_our_server(t: Target, server, env, keys, args, run_dir):
             step(f"{server}: profiling under load (py-spy)")
             t.profile, answered = profile.sample(t.process.pid, t.url, t.key, args)
             t.warmup_ok += answered
+        if server == args.features:
+            rig = dataclasses.replace(rig, env=env, argv_for=lambda p: server_argv(server, p))
+            t.features = run_features(t, keys, rig)
+            # The comparisons' answers to tenant bench are usage rows and counted requests of this process.
+            t.warmup_ok += t.features.answered["bench"]
         if args.soak:
             step(f"{server}: soak for {args.soak:.0f}s")
             t.soak = soak(t, args)
@@ -527,6 +612,14 @@ def run_our_server(t: Target, server, env, keys, args, run_dir):
         text=True,
     ).stdout
     t.checks["usage"] = json.loads(out.strip().splitlines()[-1])
+    if t.features:
+        for slug, rows in t.checks["usage"].get("tenants", {}).items():
+            answered = t.features.answered[slug]
+            hits = f", {rows['cache_hits']:,} of them cache hits" if slug == "bench-cache" else ""
+            t.features.evidence.append(
+                f"usage rows of tenant {slug}: {rows['rows_200']:,} with status 200{hits}, for "
+                f"{answered:,} answers counted by the clients ({rows['rows']:,} rows in all)"
+            )
 
 
 def run_litellm(t: Target, nginx_port, sse_port, args, run_dir):

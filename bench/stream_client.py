@@ -1,6 +1,6 @@
 """Streamed requests one after another: time to the first byte of the answer and to its end.
 
-    python bench/stream_client.py URL --model M [--key K] [--count 100]
+    python bench/stream_client.py URL --model M [--key K] [--count 100] [--prompt TEXT]
 
 Prints one JSON object: per-stream times in milliseconds and the errors seen
 (an answer that is not 200, or a stream that does not end with `data: [DONE]`).
@@ -36,7 +36,7 @@ async def run(args):
     body = json.dumps(
         {
             "model": args.model,
-            "messages": [{"role": "user", "content": "Count to twenty, one word per line."}],
+            "messages": [{"role": "user", "content": args.prompt}],
             "max_tokens": 64,
             "stream": True,
         }
@@ -71,6 +71,7 @@ def main():
     parser.add_argument("--key", default="")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--prompt", default="Count to twenty, one word per line.", help="the user message")
     asyncio.run(run(parser.parse_args()))
 
 
