@@ -27,3 +27,20 @@ application = build_application(django_asgi_app)
 _twisted_http = sys.modules.get("twisted.web.http")
 if _twisted_http is not None and hasattr(_twisted_http, "_parseContentType"):
     _twisted_http._parseContentType = functools.lru_cache(maxsize=256)(_twisted_http._parseContentType)
+
+# Daphne has no ASGI lifespan (llmproxy/gateway/lifespan.py): close the upstream
+# connections while its loop still runs, or aiohttp logs an "Unclosed client
+# session" error at every stop. The usage records are written by an atexit hook.
+_reactor = sys.modules.get("twisted.internet.reactor")
+if _reactor is not None and hasattr(_reactor, "_asyncioEventloop"):
+
+    def _close_upstream_sessions():
+        import asyncio
+
+        from twisted.internet.defer import Deferred
+
+        from providers import http
+
+        return Deferred.fromFuture(asyncio.ensure_future(http.close(), loop=_reactor._asyncioEventloop))
+
+    _reactor.addSystemEventTrigger("before", "shutdown", _close_upstream_sessions)

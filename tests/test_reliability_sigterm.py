@@ -124,3 +124,6 @@ def test_every_answer_served_before_sigterm_is_logged(server, acme, mock_upstrea
     rows = RequestLog.objects.filter(model=unique_model)
     assert sorted(rows.values_list("request_id", flat=True)) == sorted(ids)
     assert set(rows.values_list("status", flat=True)) == {200}
+    # A clean stop: the upstream connections closed, nothing left for the garbage collector to complain of.
+    assert "Unclosed" not in server.log()
+    assert "Traceback" not in server.log()
