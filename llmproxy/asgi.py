@@ -44,3 +44,7 @@ if _reactor is not None and hasattr(_reactor, "_asyncioEventloop"):
         return Deferred.fromFuture(asyncio.ensure_future(http.close(), loop=_reactor._asyncioEventloop))
 
     _reactor.addSystemEventTrigger("before", "shutdown", _close_upstream_sessions)
+
+from llmproxy import heap  # noqa: E402
+
+heap.freeze_now_and_after_warmup()
