@@ -121,6 +121,17 @@ def _proxy_usage_written(request):
 
 
 @pytest.fixture
+def proxy_without_tracebacks(proxy_server):
+    """The session's proxy; after the test, it has logged no traceback meanwhile."""
+    start = proxy_server.log_path.stat().st_size
+    yield proxy_server
+    with open(proxy_server.log_path, "rb") as log:
+        log.seek(start)
+        written = log.read().decode(errors="replace")
+    assert "Traceback" not in written, written[-3000:]
+
+
+@pytest.fixture
 def upstream(mock_upstream):
     """The mock upstream, with its memory of requests and streams cleared."""
     httpx.delete(f"{mock_upstream}/_mock/requests")
