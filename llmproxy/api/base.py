@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.services import audit_ip, audit_record
+from keys.models import ApiKey
 from llmproxy.api import scoping
 from tenants.models import Tenant
 
@@ -56,6 +57,14 @@ def _name_nested_serializers(view_cls):
                 value.Meta = type("Meta", (inherited,) if inherited else (), {})
             if "ref_name" not in vars(value.Meta):
                 value.Meta.ref_name = base + attr.removesuffix("Serializer")
+
+
+def filtered(rows, values, **lookups):
+    """``rows`` narrowed by each query parameter present in ``values``: lookups maps parameter to lookup."""
+    for name, lookup in lookups.items():
+        if name in values:
+            rows = rows.filter(**{lookup: values[name]})
+    return rows
 
 
 def json_value(value):
@@ -110,6 +119,12 @@ class ApiView(APIView):
 
     def visible(self, model):
         return scoping.visible(model, self.request.user)
+
+    def rows_of_key(self, rows, prefix, key_filter):
+        """``rows`` of the API key with this prefix (key_filter(key id): the lookup); none if unseen."""
+        # Resolved among the keys the caller can see, then matched on an indexed column.
+        key_id = self.visible(ApiKey).filter(prefix=prefix).values_list("id", flat=True).first()
+        return rows.filter(**key_filter(key_id)) if key_id is not None else rows.none()
 
     def paginated(self, queryset, serializer_class):
         """A page of ``queryset`` with this view's pagination_class (which the schema also documents)."""
@@ -206,6 +221,13 @@ class ScopedListApi(ScopedApi):
 
     def check_create(self, values):
         """Refuse what the caller's role may not create, or fill in defaults (``values`` may be changed)."""
+
+    def own_tenant_unless_shared(self, values, plural):
+        """For models with shared rows: a tenant admin creates in their tenant, never a shared row."""
+        if not self.is_platform_admin:
+            if "tenant" in values and values["tenant"] is None:
+                raise PermissionDenied(f"Only a platform admin can create shared {plural}.")
+            values["tenant"] = self.request.user.tenant
 
     def apply_change(self, obj, values):
         """Set the validated values on the new object."""

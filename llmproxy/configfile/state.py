@@ -59,16 +59,16 @@ class DatabaseState:
             values["user"] = obj.user.username if obj.user_id else None
             values["key"] = None
             if obj.api_key_id:
-                named = self.key_named(values["tenant"], obj.api_key.name) if obj.api_key.name else None
-                if getattr(named, "pk", None) != obj.api_key_id:
+                values["key"] = self.nameable(values["tenant"], obj.api_key)
+                if values["key"] is None:
                     return None
-                values["key"] = obj.api_key.name
         if section is schema.GUARDRAILS:
             values["api_keys"] = []
             for api_key in obj.api_keys.all():
-                if self.nameable(values["tenant"], api_key) is None:
+                name = self.nameable(values["tenant"], api_key)
+                if name is None:
                     return None
-                values["api_keys"].append(api_key.name)
+                values["api_keys"].append(name)
             values["api_keys"].sort()
         return values
 

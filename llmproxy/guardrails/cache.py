@@ -40,7 +40,7 @@ async def rules_for(tenant_id: int) -> TenantRules | None:
 
 async def guard_for(key, model: str, request_id: str = "") -> RequestGuard | None:
     """The guardrails of this request (a keys.lookup.KeyRecord and the public model), or None."""
-    rules = await _cache.get(key.tenant.id, lambda: _load_async(key.tenant.id))
+    rules = await rules_for(key.tenant.id)
     if rules is None:
         return None
     selection = rules.select(key.id, model)

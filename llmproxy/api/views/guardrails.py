@@ -12,7 +12,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from keys.models import ApiKey
-from llmproxy.api.base import ScopedApi, ScopedDetailApi, ScopedListApi, ScopedRelatedField
+from llmproxy.api.base import ScopedApi, ScopedDetailApi, ScopedListApi, ScopedRelatedField, filtered
 from llmproxy.api.fields import ModelNamesField
 from llmproxy.api.pagination import Pages
 from llmproxy.guardrails.regex_timeout import MAX_PATTERN_LENGTH
@@ -196,18 +196,16 @@ class GuardrailHitListApi(ScopedApi):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         values = filters.validated_data
-        rows = self.get_queryset()
-        if "since" in values:
-            rows = rows.filter(day__gte=values["since"])
-        if "until" in values:
-            rows = rows.filter(day__lt=values["until"])
-        if "guardrail" in values:
-            rows = rows.filter(guardrail_id=values["guardrail"])
-        if "action" in values:
-            rows = rows.filter(action=values["action"])
+        rows = filtered(
+            self.get_queryset(),
+            values,
+            since="day__gte",
+            until="day__lt",
+            guardrail="guardrail_id",
+            action="action",
+            tenant="guardrail__tenant__slug",
+        )
         if values.get("shadow") is not None:
             rows = rows.filter(shadow=values["shadow"])
-        if "tenant" in values:
-            rows = rows.filter(guardrail__tenant__slug=values["tenant"])
         rows = rows.order_by("-day", "guardrail__name", "action", "shadow", "id")
         return self.paginated(rows, self.OutputSerializer)

@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from audit.models import AuditLog, RequestLog
 from keys.models import ApiKey
-from llmproxy.api.base import ScopedApi, ScopedRetrieveApi
+from llmproxy.api.base import ScopedApi, ScopedRetrieveApi, filtered
 from llmproxy.api.pagination import LogCursor
 
 
@@ -18,18 +18,11 @@ class TimeFilter(serializers.Serializer):
     )
 
 
-def _filter(view, rows, values, *, key_filter):
-    if "since" in values:
-        rows = rows.filter(created_at__gte=values["since"])
-    if "until" in values:
-        rows = rows.filter(created_at__lt=values["until"])
-    if "tenant" in values:
-        rows = rows.filter(tenant__slug=values["tenant"])
-    if "key" in values:
-        # Resolved among the keys the caller can see, then matched on an indexed column.
-        key_id = view.visible(ApiKey).filter(prefix=values["key"]).values_list("id", flat=True).first()
-        rows = rows.filter(**key_filter(key_id)) if key_id is not None else rows.none()
-    return rows
+def _filter(view, rows, values, *, key_filter, **lookups):
+    rows = filtered(
+        rows, values, since="created_at__gte", until="created_at__lt", tenant="tenant__slug", **lookups
+    )
+    return view.rows_of_key(rows, values["key"], key_filter) if "key" in values else rows
 
 
 class AuditLogOutput(serializers.ModelSerializer):
@@ -78,9 +71,8 @@ class AuditLogListApi(ScopedApi):
             self.get_queryset(),
             values,
             key_filter=lambda key_id: {"target_type": ApiKey._meta.label, "target_id": str(key_id)},
+            action="action",
         )
-        if "action" in values:
-            rows = rows.filter(action=values["action"])
         return self.paginated(rows, self.OutputSerializer)
 
 
@@ -141,11 +133,14 @@ class RequestLogListApi(ScopedApi):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         values = filters.validated_data
-        rows = _filter(self, self.get_queryset(), values, key_filter=lambda key_id: {"api_key_id": key_id})
-        if "model" in values:
-            rows = rows.filter(model=values["model"])
-        if "status" in values:
-            rows = rows.filter(status=values["status"])
+        rows = _filter(
+            self,
+            self.get_queryset(),
+            values,
+            key_filter=lambda key_id: {"api_key_id": key_id},
+            model="model",
+            status="status",
+        )
         return self.paginated(rows, self.OutputSerializer)
 
 

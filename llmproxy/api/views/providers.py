@@ -88,10 +88,7 @@ class ProviderListApi(ScopedListApi):
         pass
 
     def check_create(self, values):
-        if not self.is_platform_admin:
-            if "tenant" in values and values["tenant"] is None:
-                raise PermissionDenied("Only a platform admin can create shared providers.")
-            values["tenant"] = self.request.user.tenant
+        self.own_tenant_unless_shared(values, "providers")
 
     def apply_change(self, provider, values):
         _apply(provider, values)

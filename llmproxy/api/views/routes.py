@@ -72,10 +72,7 @@ class ModelRouteListApi(ScopedListApi):
         pass
 
     def check_create(self, values):
-        if not self.is_platform_admin:
-            if "tenant" in values and values["tenant"] is None:
-                raise PermissionDenied("Only a platform admin can create shared routes.")
-            values["tenant"] = self.request.user.tenant
+        self.own_tenant_unless_shared(values, "routes")
 
 
 class ModelRouteDetailApi(ScopedDetailApi):

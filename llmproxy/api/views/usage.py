@@ -7,8 +7,7 @@ from django.db.models.functions import TruncDate
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
-from keys.models import ApiKey
-from llmproxy.api.base import ScopedApi
+from llmproxy.api.base import ScopedApi, filtered
 from llmproxy.api.pagination import Pages
 from llmproxy.api.scoping import ADMIN, TENANT_ADMIN, USER
 from quotas.models import TokenUsageMetric
@@ -78,18 +77,16 @@ class UsageApi(ScopedApi):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         values = filters.validated_data
-        rows = self.get_queryset()
-        if "since" in values:
-            rows = rows.filter(bucket__gte=values["since"])
-        if "until" in values:
-            rows = rows.filter(bucket__lt=values["until"])
-        if "tenant" in values:
-            rows = rows.filter(tenant__slug=values["tenant"])
+        rows = filtered(
+            self.get_queryset(),
+            values,
+            since="bucket__gte",
+            until="bucket__lt",
+            tenant="tenant__slug",
+            model="model",
+        )
         if "key" in values:
-            key_id = self.visible(ApiKey).filter(prefix=values["key"]).values_list("id", flat=True).first()
-            rows = rows.filter(api_key_id=key_id) if key_id is not None else rows.none()
-        if "model" in values:
-            rows = rows.filter(model=values["model"])
+            rows = self.rows_of_key(rows, values["key"], lambda key_id: {"api_key_id": key_id})
         dimensions = values.get("group_by") or ["day"]
         groups = [f"g_{name}" for name in dimensions]
         totals = (

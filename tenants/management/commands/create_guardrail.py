@@ -87,8 +87,7 @@ class Command(ProxyCommand):
         if detector != Guardrail.Detector.WORDLIST and words is not None:
             raise CommandError("--words is only for --detector wordlist")
         api_keys = [self.get_api_key(prefix, tenant=tenant) for prefix in keys]
-        if Guardrail.objects.filter(tenant=tenant, name=name).exists():
-            raise CommandError(f"guardrail {name!r} already exists in tenant {tenant.slug}")
+        # The service refuses a name already taken in the tenant (a ValidationError: a CommandError here).
         guardrail = guardrail_create(
             tenant=tenant,
             name=name,
