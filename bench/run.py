@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import measure, procs, profile, report
-from bench.features import Features, Rig, UpstreamCounter
+from bench.features import Features, Rig, UpstreamCounter, metric_total, scrape
 from bench.features import run as run_features
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -597,7 +597,7 @@ def run_our_server(t: Target, server, env, keys, args, run_dir, rig: Rig):
         if args.soak:
             step(f"{server}: soak for {args.soak:.0f}s")
             t.soak = soak(t, args)
-        t.checks["metrics_200"] = metrics_count(f"{base}/metrics")
+        t.checks["metrics_200"] = metrics_count(base)
         time.sleep(1.5)  # one usage flush interval and a bit: every record of the run reaches the database
     finally:
         t.process.stop()
@@ -690,22 +690,13 @@ def check_quota(url, tight_key) -> dict:
     }
 
 
-def metrics_count(url) -> float | None:
+def metrics_count(base) -> float | None:
     """llmproxy_requests_total of tenant bench with status 200, from /metrics."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
+        text = scrape(base)
     except (urllib.error.URLError, OSError):
         return None
-    total = 0.0
-    for line in text.splitlines():
-        if (
-            line.startswith("llmproxy_requests_total{")
-            and 'tenant="bench"' in line
-            and 'status="200"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return metric_total(text, "llmproxy_requests_total", tenant="bench", status="200")
 
 
 def soak(t: Target, args) -> list:

@@ -149,6 +149,16 @@ class UpstreamProbe:
     def streams(self):
         return httpx.get(f"{self.base}/_mock/streams").json()
 
+    def streams_until_ended(self, upstream_model, timeout=5.0):
+        """The streams of ``upstream_model``, once the last one is no longer "started" (or at the timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            streams = [s for s in self.streams() if s["model"] == upstream_model]
+            if streams and streams[-1]["outcome"] != "started":
+                break
+            time.sleep(0.05)
+        return streams
+
 
 @pytest.fixture
 def unique_model():

@@ -9,6 +9,7 @@ from django.utils import timezone
 from audit.models import RequestLog
 from keys.services import api_key_create
 from providers.models import ModelRoute, Provider
+from tenants.models import GuardrailHit
 
 
 def make_route(
@@ -60,3 +61,14 @@ def wait_for_logs(count, timeout=10.0, **filters):
             return rows
         time.sleep(0.05)
     raise AssertionError(f"expected {count} request log rows for {filters}, found {len(rows)}")
+
+
+def wait_for_hits(rule, count, timeout=10.0):
+    """{(action, shadow): count} of ``rule``'s GuardrailHit rows once they add up to ``count``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = list(GuardrailHit.objects.filter(guardrail=rule))
+        if sum(r.count for r in rows) >= count:
+            return {(r.action, r.shadow): r.count for r in rows}
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} hits of {rule.name}")

@@ -170,12 +170,7 @@ def test_a_client_that_disconnects_cancels_the_upstream_and_its_usage_is_recorde
         lines = response.iter_lines()
         received = [next(lines) for _ in range(4)]
         assert any(line.startswith("data: {") for line in received)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        streams = [s for s in upstream.streams() if s["model"] == "mock-1"]
-        if streams and streams[-1]["outcome"] != "started":
-            break
-        time.sleep(0.05)
+    streams = upstream.streams_until_ended("mock-1")
     assert streams[-1]["outcome"] == "client_disconnected"
     assert streams[-1]["sent"] < 10
     [row] = wait_for_logs(1, model=unique_model)

@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audit.models import AuditLog
 from providers.mock_engine import split_chunks
-from tenants.models import Guardrail, GuardrailHit
+from tenants.models import Guardrail
 from tests.anthropic_helpers import anthropic_client, anthropic_route, usage_written
-from tests.gateway_helpers import client, make_key, make_route, wait_for_logs
+from tests.gateway_helpers import client, make_key, make_route, wait_for_hits, wait_for_logs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -63,16 +63,6 @@ def streamed_text(proxy_server, plain_key, model, content="hi"):
         model=model, messages=[{"role": "user", "content": content}], stream=True
     )
     return [c.choices[0].delta.content or "" for c in stream if c.choices]
-
-
-def wait_for_hits(guardrail, count, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = list(GuardrailHit.objects.filter(guardrail=guardrail))
-        if sum(r.count for r in rows) >= count:
-            return {(r.action, r.shadow): r.count for r in rows}
-        time.sleep(0.05)
-    raise AssertionError(f"expected {count} hits of {guardrail.name}")
 
 
 def scrape(proxy_server):

@@ -6,7 +6,6 @@ route (the upstream's own events passed through) and an OpenAI-speaking one
 reply and how many SSE chunks to cut it into.
 """
 
-import time
 from urllib.parse import urlencode
 
 import anthropic
@@ -18,7 +17,7 @@ from audit.models import AuditLog
 from providers.mock_engine import split_chunks
 from tenants.models import Guardrail, GuardrailHit
 from tests.anthropic_helpers import anthropic_client, anthropic_route, sse_event_names, usage_written
-from tests.gateway_helpers import make_key, make_route, wait_for_logs
+from tests.gateway_helpers import make_key, make_route, wait_for_hits, wait_for_logs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -96,17 +95,6 @@ def delta_texts(events):
         for name, data in events
         if name == "content_block_delta" and data["delta"]["type"] == "text_delta"
     ]
-
-
-def wait_for_hits(rule, count, timeout=10.0):
-    """{(action, shadow): count} of ``rule``'s GuardrailHit rows once they add up to ``count``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = list(GuardrailHit.objects.filter(guardrail=rule))
-        if sum(r.count for r in rows) >= count:
-            return {(r.action, r.shadow): r.count for r in rows}
-        time.sleep(0.05)
-    raise AssertionError(f"expected {count} hits of {rule.name}")
 
 
 # --- plain answers -----------------------------------------------------------------------------
