@@ -28,7 +28,6 @@ from llmproxy.gateway.errors import GatewayError, bad_request
 from llmproxy.gateway.proxy import AuthenticatedConsumer, ProxyConsumer
 from llmproxy.gateway.validation import decode_json, is_int
 from llmproxy.guardrails.engine import GuardrailBlocked
-from providers import routing_table
 from providers.adapters.anthropic import NativeRequest
 from providers.adapters.base import UpstreamError
 from providers.adapters.registry import adapter_for
@@ -289,18 +288,7 @@ class CountTokensConsumer(AuthenticatedConsumer):
         native = decode_json(body)
         validate_request(native, counting=True)
         model = native["model"]
-        if not key.allows_model(model):
-            raise GatewayError(
-                403, f"This API key may not use the model '{model}'.", param="model", code="model_not_allowed"
-            )
-        targets = await routing_table.routes_for(key.tenant.id, model)
-        if not targets:
-            raise GatewayError(
-                404,
-                f"The model '{model}' does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            )
+        targets = await self.routes_for(key, model)
         chat = chat_translation(native)
         target = targets[0]  # the first route in priority order
         count = None

@@ -114,6 +114,22 @@ class AuthenticatedConsumer(GatewayConsumer):
             auth_throttle.failed(ip, exc)
             raise GatewayError(401, str(exc), code="invalid_api_key")
 
+    async def routes_for(self, key: KeyRecord, model: str):
+        """The tenant's routes for ``model``: 403 when this key may not use it, 404 when it has none."""
+        if not key.allows_model(model):
+            raise GatewayError(
+                403, f"This API key may not use the model '{model}'.", param="model", code="model_not_allowed"
+            )
+        targets = await routing_table.routes_for(key.tenant.id, model)
+        if not targets:
+            raise GatewayError(
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        return targets
+
 
 class ProxyConsumer(AuthenticatedConsumer):
     endpoint = "chat"
@@ -165,29 +181,18 @@ class ProxyConsumer(AuthenticatedConsumer):
             # A blocked prompt is a 400 (before 403/404, the cache and the quota); a masked one
             # is what the cache key, the quota and the upstream see.
             payload = self.check_request_guardrails(guard, payload)
-        if not key.allows_model(model):
-            raise GatewayError(
-                403, f"This API key may not use the model '{model}'.", param="model", code="model_not_allowed"
-            )
-        targets = await routing_table.routes_for(key.tenant.id, model)
-        if not targets:
-            raise GatewayError(
-                404,
-                f"The model '{model}' does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            )
+        targets = await self.routes_for(key, model)
         state.meter = Meter(self.endpoint, payload)
+        client_wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         if self.response_cache and key.tenant.cache_ttl_seconds > 0:
             with tracing.span("llmproxy.cache") as span:
                 hit = await self._cache_lookup(key, payload, state)
                 span.set_attribute("llmproxy.cache_hit", hit is not None)
             if hit is not None:
                 await self._reserve(key, payload, targets, state, cache_hit=True)
-                await self._relay_cached(hit, state, payload, model)
+                await self._relay_cached(hit, state, client_wants_usage, model)
                 return
         upstream_body = await self._reserve(key, payload, targets, state)
-        client_wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         if stream:
             # Ask for usage even when the client did not; that chunk is removed again below.
             upstream_body["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
@@ -415,7 +420,7 @@ class ProxyConsumer(AuthenticatedConsumer):
             return None
         return await response_cache.lookup(cache_key)
 
-    async def _relay_cached(self, answer: dict, state, payload: dict, model: str):
+    async def _relay_cached(self, answer: dict, state, client_wants_usage: bool, model: str):
         state.cache_hit = True
         state.cache_key = None  # nothing to store
         if state.guard is not None:
@@ -425,10 +430,9 @@ class ProxyConsumer(AuthenticatedConsumer):
         answer["model"] = model
         headers = self.answer_headers(state)
         if state.stream:
-            include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
             headers["cache-control"] = "no-cache"
             await self.start_response(200, b"text/event-stream", headers)
-            for chunk in response_cache.replay_chunks(answer, include_usage):
+            for chunk in response_cache.replay_chunks(answer, client_wants_usage):
                 await self.send(
                     {"type": "http.response.body", "body": sse.frame(orjson.dumps(chunk)), "more_body": True}
                 )

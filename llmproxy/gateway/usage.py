@@ -203,7 +203,8 @@ def _write(batch: list[UsageRecord]):
         if db.vendor == "postgresql":
             _copy_request_logs(db, RequestLog, batch)
         else:
-            rows = [RequestLog(**_row(RequestLog, r)) for r in batch]
+            columns = _columns(RequestLog)
+            rows = [RequestLog(**{f.attname: getattr(r, f.attname, d) for f, d in columns}) for r in batch]
             RequestLog.objects.bulk_create(rows, batch_size=1000)
         for (bucket, tenant_id, api_key_id, model), agg in rollups.items():
             _add_usage(TokenUsageMetric, bucket, tenant_id, api_key_id, model, agg)
@@ -220,10 +221,6 @@ def _write(batch: list[UsageRecord]):
 def _columns(model):
     """(field, default) of every column but the primary key: a record fills what it has, defaults the rest."""
     return [(f, f.get_default()) for f in model._meta.concrete_fields if not f.primary_key]
-
-
-def _row(model, record: UsageRecord) -> dict:
-    return {f.attname: getattr(record, f.attname, default) for f, default in _columns(model)}
 
 
 def _copy_request_logs(db, model, batch: list[UsageRecord]):

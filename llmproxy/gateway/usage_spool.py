@@ -27,24 +27,6 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-POLICIES = ("drop", "refuse")
-
-
-def _setting(name, default):
-    # Read from settings when the project defines it there, else from the environment.
-    value = getattr(settings, name, None)
-    return value if value is not None else os.environ.get(name, default)
-
-
-def max_bytes() -> int:
-    return int(_setting("LLMPROXY_USAGE_SPOOL_MAX_BYTES", DEFAULT_MAX_BYTES))
-
-
-def full_policy() -> str:
-    policy = str(_setting("LLMPROXY_USAGE_SPOOL_FULL_POLICY", "drop")).lower()
-    return policy if policy in POLICIES else "drop"
-
 
 def encode(record) -> bytes:
     # orjson writes datetimes (also inside guardrail hits, which are dataclasses) as ISO 8601.
@@ -150,12 +132,12 @@ class Spool:
         """Keep ``batch`` on disk; False when it stays the caller's (full under ``refuse``, disk error)."""
         lines = [encode(r) + b"\n" for r in batch]
         size = sum(map(len, lines))
-        limit = max_bytes()
+        limit = settings.LLMPROXY_USAGE_SPOOL_MAX_BYTES
         try:
             directory = self._dir()
             if self.bytes + size > limit:
                 self.full_events += 1
-                if full_policy() == "refuse":
+                if settings.LLMPROXY_USAGE_SPOOL_FULL_POLICY == "refuse":
                     if not self.full:
                         logger.error(
                             "usage spool full (%d of %d bytes): refusing new requests until it drains",
