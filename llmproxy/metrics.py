@@ -263,9 +263,7 @@ class CircuitStates:
         )
         try:
             routes = list(
-                ModelRoute.objects.filter(is_active=True, provider__is_active=True)
-                .values_list("id", "model", "provider__name")
-                .order_by("id")
+                ModelRoute.objects.usable().values_list("id", "model", "provider__name").order_by("id")
             )
         except DatabaseError as exc:
             # The other metrics matter most when the database is in trouble: answer with them.

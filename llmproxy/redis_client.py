@@ -10,6 +10,7 @@ hash tag (`{...}`) and so one slot; the cluster clients route each call to that 
 
 import asyncio
 import functools
+import hashlib
 import threading
 import weakref
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import NoScriptError
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -132,6 +134,28 @@ async def ping_redis():
         return True, "ok"
     except Exception as exc:  # connection refused, timeout, auth, cluster down...
         return False, type(exc).__name__
+
+
+class Script:
+    """EVALSHA, loading the script when the server does not know it (first use, restart, SCRIPT FLUSH)."""
+
+    def __init__(self, source):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    async def run(self, client, keys, args):
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def run_sync(self, client, keys, args):
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.source)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 def _cluster_cache_client_class():

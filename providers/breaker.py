@@ -25,14 +25,13 @@ REDIS_RETRY_SECONDS, and no request waits more than REDIS_TIMEOUT for it.
 """
 
 import asyncio
-import hashlib
 import logging
 import time
 
 from django.conf import settings
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from llmproxy.redis_client import get_redis, get_sync_redis
+from llmproxy.redis_client import Script, get_redis, get_sync_redis
 from providers.breaker_local import CLOSED, OPEN, PROBE, BreakerState, LocalBreakers, config
 
 __all__ = [
@@ -108,22 +107,9 @@ def redis_key(route_id: int) -> str:
     return f"{settings.LLMPROXY_REDIS_KEY_PREFIX}:cb:{{r{route_id}}}"
 
 
-class _Script:
-    def __init__(self, source):
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-
-    async def run(self, client, key, *args):
-        try:
-            return await client.evalsha(self.sha, 1, key, *args)
-        except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, 1, key, *args)
-
-
-_acquire_script = _Script(_ACQUIRE)
-_failure_script = _Script(_FAILURE)
-_release_script = _Script(_RELEASE)
+_acquire_script = Script(_ACQUIRE)
+_failure_script = Script(_FAILURE)
+_release_script = Script(_RELEASE)
 
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 _redis_retry_at = 0.0
@@ -177,7 +163,7 @@ async def acquire(route_id: int, *, lease: float, now: float | None = None) -> s
     try:
         async with asyncio.timeout(REDIS_TIMEOUT):
             won, open_until, probe_until = await _acquire_script.run(
-                client, redis_key(route_id), repr(now), repr(lease)
+                client, [redis_key(route_id)], [repr(now), repr(lease)]
             )
     except REDIS_ERRORS as exc:
         _redis_failed(exc)
@@ -207,13 +193,15 @@ async def report(route_id: int, verdict: str, *, ok: bool, now: float | None = N
             else:
                 open_until, probe_until = await _failure_script.run(
                     client,
-                    key,
-                    repr(now),
-                    "1" if verdict == PROBE else "0",
-                    cfg.failures,
-                    repr(cfg.window),
-                    repr(cfg.cooldown),
-                    KEY_TTL_SECONDS,
+                    [key],
+                    [
+                        repr(now),
+                        "1" if verdict == PROBE else "0",
+                        cfg.failures,
+                        repr(cfg.window),
+                        repr(cfg.cooldown),
+                        KEY_TTL_SECONDS,
+                    ],
                 )
                 _remember(route_id, _text(open_until), _text(probe_until))
     except REDIS_ERRORS as exc:
@@ -244,7 +232,7 @@ def release(route_id: int):
 async def _release(client, route_id, token):
     try:
         async with asyncio.timeout(REDIS_TIMEOUT):
-            await _release_script.run(client, redis_key(route_id), token)
+            await _release_script.run(client, [redis_key(route_id)], [token])
     except REDIS_ERRORS as exc:
         _redis_failed(exc)
 

@@ -25,11 +25,6 @@ def same_route_again(error: UpstreamError) -> bool:
     return error.retryable and error.status not in _NEXT_ROUTE_ONLY and error.kind != "unsupported"
 
 
-def counts_against_route(error: UpstreamError) -> bool:
-    """Whether the route's circuit breaker counts this failure: the upstream's trouble, not the client's."""
-    return error.retryable
-
-
 def backoff_seconds(tries_done: int, retry_after: float | None = None, rng=random) -> float | None:
     """The wait before try number ``tries_done + 1`` of one route; None: not this route again.
 

@@ -20,7 +20,6 @@ the caller relays the error (see llmproxy.gateway.proxy).
 
 import asyncio
 import functools
-import random
 import time
 from dataclasses import dataclass, field
 
@@ -263,11 +262,6 @@ class _Call:
             else:
                 last = UpstreamError(503, "no route is available for this model", retryable=False)
         return AllRoutesFailed(last, self.attempts)
-
-
-def order_routes(targets: list[RouteTarget], rng=random) -> list[RouteTarget]:
-    """The default order: priority, weighted within equal priorities."""
-    return strategies.by_priority(targets, rng)
 
 
 async def call(

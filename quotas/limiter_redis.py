@@ -19,11 +19,8 @@ persistence where that matters); settles of reservations it forgot do nothing.
 
 import asyncio
 import functools
-import hashlib
 
-from redis.exceptions import NoScriptError
-
-from llmproxy.redis_client import get_sync_redis
+from llmproxy.redis_client import Script, get_sync_redis
 
 from .admission import Outcome
 
@@ -159,31 +156,9 @@ return {tonumber(c[1]) or 0, held}
 """
 
 
-class _Script:
-    """EVALSHA, loading the script when the server does not know it (first use, restart, SCRIPT FLUSH)."""
-
-    def __init__(self, source):
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-
-    async def run(self, client, keys, args):
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-
-    def run_sync(self, client, keys, args):
-        try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-
-
-_reserve_script = _Script(RESERVE)
-_settle_script = _Script(SETTLE)
-_usage_script = _Script(USAGE)
+_reserve_script = Script(RESERVE)
+_settle_script = Script(SETTLE)
+_usage_script = Script(USAGE)
 
 # Release tasks of reservations whose caller was cancelled, kept referenced until they finish.
 _orphans = set()

@@ -15,7 +15,7 @@ from django.conf import settings
 from llmproxy import tracing
 from providers import http
 from providers.adapters.base import Adapter, RouteTarget, UpstreamError
-from providers.adapters.openai import upstream_error_from_response
+from providers.adapters.openai import post_json, upstream_error_from_response
 from providers.translate import anthropic_to_openai, openai_to_anthropic
 from providers.translate.common import TranslationError
 
@@ -80,27 +80,15 @@ class AnthropicAdapter(Adapter):
         return orjson.dumps(request)
 
     async def complete(self, target, endpoint, body):
-        message = await self._post(
-            target, "/v1/messages", self.payload(target, body, stream=False), self.headers(target, body)
+        message = await post_json(
+            self.url(target), self.payload(target, body, stream=False), self.headers(target, body)
         )
         return message if isinstance(body, NativeRequest) else anthropic_to_openai.chat_completion(message)
 
     async def count_tokens(self, target, body) -> dict:
+        url = self.url(target, "/v1/messages/count_tokens")
         content = orjson.dumps({**body, "model": target.upstream_model})
-        return await self._post(target, "/v1/messages/count_tokens", content, self.headers(target, body))
-
-    async def _post(self, target, path, content: bytes, headers: dict) -> dict:
-        status, body, response_headers = await http.post(self.url(target, path), content, headers)
-        if status >= 400:
-            # Anthropic's error body ({"type": "error", "error": {"type", "message"}}) reads like OpenAI's.
-            raise upstream_error_from_response(status, body, response_headers)
-        try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(502, "upstream answered with invalid JSON", retryable=True)
-        if not isinstance(answer, dict):
-            raise UpstreamError(502, "upstream answered with an unexpected JSON value", retryable=True)
-        return answer
+        return await post_json(url, content, self.headers(target, body))
 
     async def stream(self, target, endpoint, body):
         from llmproxy.gateway.sse import SSEParser

@@ -38,6 +38,21 @@ def upstream_error_from_response(status, content: bytes, headers) -> UpstreamErr
     )
 
 
+async def post_json(url: str, content: bytes, headers: dict) -> dict:
+    """POST and read the JSON object answered; an error status or anything else as an UpstreamError."""
+    status, body, response_headers = await http.post(url, content, headers)
+    if status >= 400:
+        # Anthropic's error body ({"type": "error", "error": {"type", "message"}}) reads like OpenAI's.
+        raise upstream_error_from_response(status, body, response_headers)
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(502, "upstream answered with invalid JSON", retryable=True)
+    if not isinstance(answer, dict):
+        raise UpstreamError(502, "upstream answered with an unexpected JSON value", retryable=True)
+    return answer
+
+
 class OpenAIAdapter(Adapter):
     auth_header = "authorization"
 
@@ -60,18 +75,7 @@ class OpenAIAdapter(Adapter):
         return orjson.dumps({**body, "model": target.upstream_model})
 
     async def complete(self, target, endpoint, body):
-        status, content, headers = await http.post(
-            self.url(target, endpoint), self.payload(target, body), self.headers(target)
-        )
-        if status >= 400:
-            raise upstream_error_from_response(status, content, headers)
-        try:
-            answer = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(502, "upstream answered with invalid JSON", retryable=True)
-        if not isinstance(answer, dict):
-            raise UpstreamError(502, "upstream answered with an unexpected JSON value", retryable=True)
-        return answer
+        return await post_json(self.url(target, endpoint), self.payload(target, body), self.headers(target))
 
     async def stream(self, target, endpoint, body):
         from llmproxy.gateway.sse import SSEParser
